@@ -1,0 +1,34 @@
+"""The one settings object: environment variables prefixed ROI_RELAY_ and matching CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ROI_RELAY_", extra="ignore")
+
+    host: str = "0.0.0.0"
+    rtmp_port: int = Field(1935, ge=0, le=65535)
+    http_port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    push_key: str = ""
+    push_backup_key: str = ""
+    api_token: str = ""
+    template_activation_delay: float = Field(300.0, ge=0)
+    encoder: str = "auto"
+    log_level: str = "info"
+    # Players whose queue holds more than this many seconds of media skip to the next keyframe.
+    player_queue_seconds: float = Field(4.0, gt=0)
+    hls_segment_seconds: float = Field(1.0, gt=0)
+    hls_window: int = Field(6, ge=2)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'roi-relay.db').resolve()}"

@@ -1,0 +1,49 @@
+"""MediaPacket: the unit that flows through the hub (one FLV tag body with its timestamp)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.media.flv import FlvError, TagType, VideoPacketType, parse_audio_tag, parse_video_tag
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPacket:
+    kind: TagType
+    timestamp: int  # milliseconds on the publisher's timeline (DTS for video)
+    payload: bytes  # FLV tag body == RTMP message payload
+    keyframe: bool = False
+    sequence_header: bool = False
+    # Compact ROI JSON of this video frame (DESIGN.md), set by the ROI transcoder; outputs
+    # forward it (WebSocket feed, WHEP data channel) aligned with the frame it describes.
+    roi: str | None = None
+
+    @classmethod
+    def from_tag(cls, kind: int, timestamp: int, payload: bytes) -> MediaPacket:
+        """Classifies a tag body; raises FlvError for a body too short to classify."""
+        tag_kind = TagType(kind)
+        if tag_kind is TagType.VIDEO:
+            info = parse_video_tag(payload)
+            seq = info.packet_type is VideoPacketType.SEQUENCE_START
+            return cls(
+                tag_kind,
+                timestamp,
+                payload,
+                keyframe=info.keyframe and not seq,
+                sequence_header=seq,
+            )
+        if tag_kind is TagType.AUDIO:
+            return cls(
+                tag_kind,
+                timestamp,
+                payload,
+                sequence_header=parse_audio_tag(payload).sequence_header,
+            )
+        return cls(tag_kind, timestamp, payload)
+
+    @property
+    def size(self) -> int:
+        return len(self.payload)
+
+
+__all__ = ["FlvError", "MediaPacket", "TagType"]
