@@ -1,1 +1,1 @@
-
+"""FastAPI routers: templates, streams, playback."""

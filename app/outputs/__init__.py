@@ -1,1 +1,1 @@
-
+"""Outputs: what players read from a stream's output track."""

@@ -1,0 +1,549 @@
+"""The stream hub: one publisher, many players per ``{app}/{stream}``.
+
+Every stream has two tracks. ``source`` carries what the publisher sent; ``output`` carries
+what players get. Between them sits at most one *processor* (the ROI transcoder); without one,
+``source`` packets are forwarded to ``output`` as they are. Tracks cache what a late joiner
+needs (metadata, sequence headers, the GOP since the last keyframe) and give each subscriber a
+bounded queue, so a slow player skips ahead on its own and never slows anyone else down.
+
+Everything here runs on the event loop thread; processors that work in threads hand their
+results back with ``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from app.media.flv import TagType, VideoPacketType, parse_audio_tag, parse_video_tag
+from app.media.packet import MediaPacket
+
+log = logging.getLogger("app.hub")
+
+# A GOP longer than this is not cached: late joiners then wait for the next keyframe instead
+# of the hub holding an unbounded amount of media for a publisher with a huge keyframe interval.
+MAX_GOP_BYTES = 32 * 1024 * 1024
+MAX_GOP_PACKETS = 4000
+# Upper bounds on one subscriber's queue, beside its duration limit.
+MAX_QUEUE_BYTES = 64 * 1024 * 1024
+MAX_QUEUE_PACKETS = 4000
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class StreamKey:
+    app: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.app}/{self.name}"
+
+
+class StreamBusyError(Exception):
+    """The stream name already has a live publisher."""
+
+
+class Subscription:
+    """One player's view of a track: a bounded queue that skips to keyframes when full."""
+
+    def __init__(self, track: Track, name: str, max_buffer_ms: int) -> None:
+        self.track = track
+        self.name = name
+        self.max_buffer_ms = max_buffer_ms
+        self.created_at = time.monotonic()
+        self.dropped_frames = 0
+        self.bytes_out = 0
+        self._queue: deque[MediaPacket] = deque()
+        self._queued_bytes = 0
+        self._wakeup = asyncio.Event()
+        self._ended = False
+        self._closed = False
+        # True until the next video keyframe: set at start when no GOP is cached, and after
+        # an overflow, so playback always resumes on a picture the decoder can show.
+        self._awaiting_keyframe = False
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def _buffered_ms(self) -> int:
+        if len(self._queue) < 2:
+            return 0
+        return (self._queue[-1].timestamp - self._queue[0].timestamp) & 0xFFFFFFFF
+
+    def offer(self, packet: MediaPacket) -> None:
+        if self._closed or self._ended:
+            return
+        if packet.kind is TagType.DATA or packet.sequence_header:
+            self._append(packet)
+            return
+        if self._awaiting_keyframe:
+            if not (packet.kind is TagType.VIDEO and packet.keyframe):
+                if packet.kind is TagType.VIDEO:
+                    self.dropped_frames += 1
+                return
+            self._awaiting_keyframe = False
+        self._append(packet)
+        if (
+            self._buffered_ms() > self.max_buffer_ms
+            or self._queued_bytes > MAX_QUEUE_BYTES
+            or len(self._queue) > MAX_QUEUE_PACKETS
+        ):
+            self._skip_to_next_keyframe()
+
+    def _append(self, packet: MediaPacket) -> None:
+        self._queue.append(packet)
+        self._queued_bytes += packet.size
+        self._wakeup.set()
+
+    def _skip_to_next_keyframe(self) -> None:
+        """Drops queued media up to the newest queued keyframe, or all of it if there is none.
+
+        Headers and metadata are kept: they describe the stream, not a moment of it.
+        """
+        resume_at = None
+        for index in range(len(self._queue) - 1, 0, -1):
+            p = self._queue[index]
+            if p.kind is TagType.VIDEO and p.keyframe:
+                resume_at = index
+                break
+        kept: deque[MediaPacket] = deque()
+        for index, p in enumerate(self._queue):
+            if resume_at is not None and index >= resume_at:
+                kept.append(p)
+            elif p.kind is TagType.DATA or p.sequence_header:
+                kept.append(p)
+            elif p.kind is TagType.VIDEO:
+                self.dropped_frames += 1
+        self._queue = kept
+        self._queued_bytes = sum(p.size for p in kept)
+        self._awaiting_keyframe = resume_at is None
+        log.info("player %s on %s fell behind: skipped to a keyframe", self.name, self.track)
+
+    def end(self) -> None:
+        self._ended = True
+        self._wakeup.set()
+
+    def close(self) -> None:
+        """The player went away: stop queueing for it."""
+        self._closed = True
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._wakeup.set()
+        self.track.unsubscribe(self)
+
+    def get_nowait(self) -> MediaPacket | None:
+        if not self._queue:
+            return None
+        packet = self._queue.popleft()
+        self._queued_bytes -= packet.size
+        self.bytes_out += packet.size
+        return packet
+
+    async def get(self) -> MediaPacket | None:
+        """The next packet, or None once the stream has ended (or the subscription closed)."""
+        while not self._queue:
+            if self._ended or self._closed:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return self.get_nowait()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> MediaPacket:
+        packet = await self.get()
+        if packet is None:
+            raise StopAsyncIteration
+        return packet
+
+
+class Track:
+    """A sequence of packets with what a late joiner needs to start decoding at once."""
+
+    def __init__(self, label: str, max_buffer_ms: int) -> None:
+        self.label = label
+        self.max_buffer_ms = max_buffer_ms
+        self.metadata: MediaPacket | None = None
+        self.video_header: MediaPacket | None = None
+        self.audio_header: MediaPacket | None = None
+        self.gop: list[MediaPacket] = []
+        self._gop_bytes = 0
+        self._gop_open = False
+        self.ended = False
+        self.packets = 0
+        self.bytes = 0
+        self.video_frames = 0
+        self.last_timestamp = 0
+        self._subscriptions: set[Subscription] = set()
+        # What subscriptions that have gone away had dropped and sent, so totals stay totals.
+        self._closed_dropped = 0
+        self._closed_bytes_out = 0
+        self.listeners: list[Callable[[MediaPacket], None]] = []
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def subscriptions(self) -> frozenset[Subscription]:
+        return frozenset(self._subscriptions)
+
+    @property
+    def dropped_frames(self) -> int:
+        return self._closed_dropped + sum(s.dropped_frames for s in self._subscriptions)
+
+    def push(self, packet: MediaPacket) -> None:
+        if self.ended:
+            return
+        self.packets += 1
+        self.bytes += packet.size
+        self.last_timestamp = packet.timestamp
+        self._cache(packet)
+        for sub in tuple(self._subscriptions):
+            sub.offer(packet)
+        for listener in self.listeners:
+            listener(packet)
+
+    def _cache(self, packet: MediaPacket) -> None:
+        if packet.kind is TagType.DATA:
+            self.metadata = packet
+            return
+        if packet.sequence_header:
+            if packet.kind is TagType.VIDEO:
+                self.video_header = packet
+                # Frames coded against the previous header cannot be decoded with the new one.
+                self.gop.clear()
+                self._gop_bytes = 0
+                self._gop_open = False
+            else:
+                self.audio_header = packet
+            return
+        if packet.kind is TagType.VIDEO:
+            self.video_frames += 1
+            if packet.keyframe:
+                self.gop = [packet]
+                self._gop_bytes = packet.size
+                self._gop_open = True
+                return
+        if not self._gop_open:
+            return
+        if self._gop_bytes + packet.size > MAX_GOP_BYTES or len(self.gop) >= MAX_GOP_PACKETS:
+            self.gop.clear()
+            self._gop_bytes = 0
+            self._gop_open = False
+            return
+        self.gop.append(packet)
+        self._gop_bytes += packet.size
+
+    @property
+    def bytes_out(self) -> int:
+        return self._closed_bytes_out + sum(s.bytes_out for s in self._subscriptions)
+
+    def subscribe(self, name: str) -> Subscription:
+        sub = Subscription(self, name, self.max_buffer_ms)
+        for header in (self.metadata, self.video_header, self.audio_header):
+            if header is not None:
+                sub.offer(header)
+        if self.gop:
+            for packet in self.gop:
+                sub.offer(packet)
+        else:
+            sub._awaiting_keyframe = True
+        if self.ended:
+            sub.end()
+        else:
+            self._subscriptions.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subscriptions:
+            self._subscriptions.discard(sub)
+            self._closed_dropped += sub.dropped_frames
+            self._closed_bytes_out += sub.bytes_out
+
+    def end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        for sub in tuple(self._subscriptions):
+            sub.end()
+
+
+class Processor(Protocol):
+    """A stage between a stream's source and output (the ROI transcoder)."""
+
+    def feed(self, packet: MediaPacket) -> None: ...
+
+    async def finish(self) -> None:
+        """Flush what is pending into the output; called when the publisher leaves."""
+        ...
+
+
+class _RateMeter:
+    """Bytes and video frames over a sliding window, for the stream stats."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self._samples: deque[tuple[float, int, int]] = deque()
+
+    def add(self, size: int, frame: int) -> None:
+        now = time.monotonic()
+        self._samples.append((now, size, frame))
+        while self._samples and now - self._samples[0][0] > self.window_s:
+            self._samples.popleft()
+
+    def rates(self) -> tuple[float, float]:
+        """(bits per second, video frames per second)."""
+        if len(self._samples) < 2:
+            return 0.0, 0.0
+        span = self._samples[-1][0] - self._samples[0][0]
+        if span <= 0:
+            return 0.0, 0.0
+        size = sum(s for _, s, _ in self._samples)
+        frames = sum(f for _, _, f in self._samples)
+        return size * 8 / span, max(0, frames - 1) / span
+
+
+@dataclass(slots=True)
+class CodecInfo:
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(slots=True)
+class RoiStatus:
+    """What the ROI stage reports about a stream (shown in the API and metrics)."""
+
+    template: str | None = None
+    model: str | None = None
+    applied: bool = False
+    reason: str = "no roirecognition template in the push URL"
+    regions: int = 0
+    detect_ms: float = 0.0
+    encode_ms: float = 0.0
+    lag_ms: float = 0.0
+    degraded: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "template": self.template,
+            "model": self.model,
+            "applied": self.applied,
+            "reason": self.reason,
+            "regions": self.regions,
+            "detect_ms": round(self.detect_ms, 2),
+            "encode_ms": round(self.encode_ms, 2),
+            "lag_ms": round(self.lag_ms, 1),
+            "degraded": self.degraded,
+        }
+
+
+class Stream:
+    """A live stream: its publisher's packets, what players get, and its stats."""
+
+    def __init__(
+        self, hub: Hub, key: StreamKey, query: dict[str, str], remote: str, max_buffer_ms: int
+    ) -> None:
+        self.hub = hub
+        self.key = key
+        self.query = dict(query)
+        self.remote = remote
+        self.started_at = time.time()
+        self._started_mono = time.monotonic()
+        self.source = Track(f"{key} (source)", max_buffer_ms)
+        self.output = Track(f"{key}", max_buffer_ms)
+        self.metadata: dict[str, Any] = {}
+        self.codec = CodecInfo()
+        self.roi = RoiStatus(template=self.template_name)
+        if self.template_name:
+            self.roi.reason = "waiting for the ROI stage"
+        self.on_kick: Callable[[], None] | None = None
+        self.closed = False
+        self.processor: Processor | None = None
+        # After a processor is removed, source video resumes on output at the next keyframe.
+        self._passthrough_waits_keyframe = False
+        self._meter = _RateMeter()
+        self.source.listeners.append(self._on_source_packet)
+
+    @property
+    def template_name(self) -> str | None:
+        name = self.query.get("roirecognition")
+        return name or None
+
+    @property
+    def uptime_s(self) -> float:
+        return time.monotonic() - self._started_mono
+
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        self.metadata = dict(metadata)
+        w, h = metadata.get("width"), metadata.get("height")
+        if isinstance(w, int | float) and isinstance(h, int | float) and w > 0 and h > 0:
+            self.codec.width, self.codec.height = int(w), int(h)
+
+    def _on_source_packet(self, packet: MediaPacket) -> None:
+        is_frame = packet.kind is TagType.VIDEO and not packet.sequence_header
+        self._meter.add(packet.size, 1 if is_frame else 0)
+        if packet.kind is TagType.VIDEO and packet.sequence_header:
+            self.codec.video_codec = parse_video_tag(packet.payload).codec
+        elif packet.kind is TagType.AUDIO and packet.sequence_header:
+            self.codec.audio_codec = parse_audio_tag(packet.payload).codec
+        elif packet.kind is TagType.AUDIO and self.codec.audio_codec is None:
+            self.codec.audio_codec = parse_audio_tag(packet.payload).codec
+        if self.processor is not None:
+            self.processor.feed(packet)
+            return
+        if self._passthrough_waits_keyframe and packet.kind is TagType.VIDEO:
+            if not packet.keyframe:
+                return
+            self._passthrough_waits_keyframe = False
+            if self.source.video_header is not None:
+                self.output.push(self.source.video_header)
+        self.output.push(packet)
+
+    def set_processor(self, processor: Processor | None) -> None:
+        """Puts a stage between source and output, or goes back to plain relay."""
+        if processor is self.processor:
+            return
+        had_processor = self.processor is not None
+        self.processor = processor
+        if processor is None and had_processor:
+            self._passthrough_waits_keyframe = True
+
+    def rates(self) -> tuple[float, float]:
+        return self._meter.rates()
+
+    def kick(self) -> None:
+        if self.on_kick is not None:
+            self.on_kick()
+        else:
+            self.hub.close_stream(self)
+
+    def close(self) -> None:
+        self.hub.close_stream(self)
+
+    def info(self) -> dict[str, Any]:
+        bitrate, fps = self.rates()
+        meta_fps = self.metadata.get("framerate") or self.metadata.get("fps")
+        return {
+            "app": self.key.app,
+            "stream": self.key.name,
+            "remote": self.remote,
+            "codec": self.codec.video_codec,
+            "audio_codec": self.codec.audio_codec,
+            "width": self.codec.width,
+            "height": self.codec.height,
+            "fps": round(fps, 2)
+            if fps
+            else (meta_fps if isinstance(meta_fps, int | float) else None),
+            "bitrate_kbps": round(bitrate / 1000, 1),
+            "players": len(self.output.subscriptions),
+            "uptime_s": round(self.uptime_s, 1),
+            "bytes_in": self.source.bytes,
+            "dropped_frames": self.output.dropped_frames,
+            "template": self.template_name,
+            "roi": self.roi.as_dict(),
+        }
+
+
+StreamListener = Callable[[Stream], None]
+
+
+@dataclass
+class HubCounters:
+    """Totals that outlive the streams, for /metrics."""
+
+    refused_pushes: dict[str, int] = field(default_factory=dict)
+    bytes_in: int = 0
+    bytes_out: int = 0
+    dropped_frames: int = 0
+    streams_started: int = 0
+
+    def refused(self, reason: str) -> None:
+        self.refused_pushes[reason] = self.refused_pushes.get(reason, 0) + 1
+
+
+class Hub:
+    def __init__(self, player_queue_seconds: float = 4.0) -> None:
+        self.max_buffer_ms = int(player_queue_seconds * 1000)
+        self._streams: dict[StreamKey, Stream] = {}
+        self.counters = HubCounters()
+        self.on_stream_opened: list[StreamListener] = []
+        self.on_stream_closed: list[StreamListener] = []
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def open_publisher(self, key: StreamKey, query: dict[str, str], remote: str) -> Stream:
+        if key in self._streams:
+            self.counters.refused("busy")
+            raise StreamBusyError(f"stream {key} already has a publisher")
+        stream = Stream(self, key, query, remote, self.max_buffer_ms)
+        self._streams[key] = stream
+        self.counters.streams_started += 1
+        log.info("stream %s published from %s", key, remote)
+        for listener in self.on_stream_opened:
+            listener(stream)
+        return stream
+
+    def get(self, key: StreamKey) -> Stream | None:
+        return self._streams.get(key)
+
+    def streams(self) -> list[Stream]:
+        return sorted(self._streams.values(), key=lambda s: s.key)
+
+    def close_stream(self, stream: Stream) -> None:
+        """The publisher left: end the source, let the processor flush, then end the output."""
+        if stream.closed:
+            return
+        stream.closed = True
+        if self._streams.get(stream.key) is stream:
+            del self._streams[stream.key]
+        self.counters.bytes_in += stream.source.bytes
+        stream.source.end()
+        for listener in self.on_stream_closed:
+            listener(stream)
+        processor = stream.processor
+        if processor is None:
+            self._end_output(stream)
+            return
+        task = asyncio.get_running_loop().create_task(self._finish(stream, processor))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _finish(self, stream: Stream, processor: Processor) -> None:
+        try:
+            await processor.finish()
+        except Exception:
+            log.exception("ROI stage of %s failed while flushing", stream.key)
+        finally:
+            self._end_output(stream)
+
+    def _end_output(self, stream: Stream) -> None:
+        stream.output.end()
+        self.counters.dropped_frames += stream.output.dropped_frames
+        self.counters.bytes_out += stream.output.bytes_out
+        log.info("stream %s ended", stream.key)
+
+    async def wait_closed(self) -> None:
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+__all__ = [
+    "CodecInfo",
+    "Hub",
+    "MediaPacket",
+    "Processor",
+    "RoiStatus",
+    "Stream",
+    "StreamBusyError",
+    "StreamKey",
+    "Subscription",
+    "Track",
+    "VideoPacketType",
+]

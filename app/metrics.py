@@ -1,0 +1,79 @@
+"""Prometheus metrics, read from the hub's live state when scraped (no global registry)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from app.hub import Hub
+
+
+class RelayCollector(Collector):
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        hub = self.hub
+        streams = hub.streams()
+        yield GaugeMetricFamily("roi_relay_streams", "Live streams", value=len(streams))
+        yield GaugeMetricFamily(
+            "roi_relay_players",
+            "Connected players",
+            value=sum(len(s.output.subscriptions) for s in streams),
+        )
+        yield CounterMetricFamily(
+            "roi_relay_bytes_in",
+            "Bytes received from publishers",
+            value=hub.counters.bytes_in + sum(s.source.bytes for s in streams),
+        )
+        yield CounterMetricFamily(
+            "roi_relay_bytes_out",
+            "Media bytes handed to players",
+            value=hub.counters.bytes_out + sum(s.output.bytes_out for s in streams),
+        )
+        yield CounterMetricFamily(
+            "roi_relay_dropped_frames",
+            "Video frames skipped for players that fell behind",
+            value=hub.counters.dropped_frames + sum(s.output.dropped_frames for s in streams),
+        )
+        yield CounterMetricFamily(
+            "roi_relay_streams_started", "Publishes accepted", value=hub.counters.streams_started
+        )
+        refused = CounterMetricFamily(
+            "roi_relay_refused_pushes", "Publishes refused", labels=["reason"]
+        )
+        for reason, count in sorted(hub.counters.refused_pushes.items()):
+            refused.add_metric([reason], count)
+        yield refused
+        roi_applied = GaugeMetricFamily(
+            "roi_relay_roi_applied", "1 when ROI encoding is applied", labels=["stream"]
+        )
+        lag = GaugeMetricFamily(
+            "roi_relay_roi_lag_seconds", "ROI transcoder lag behind ingest", labels=["stream"]
+        )
+        detect = GaugeMetricFamily(
+            "roi_relay_roi_detect_seconds", "Detection time per frame", labels=["stream"]
+        )
+        encode = GaugeMetricFamily(
+            "roi_relay_roi_encode_seconds", "Encode time per frame", labels=["stream"]
+        )
+        regions = GaugeMetricFamily(
+            "roi_relay_roi_regions", "Regions in the last frame", labels=["stream"]
+        )
+        for s in streams:
+            name = str(s.key)
+            roi_applied.add_metric([name], 1.0 if s.roi.applied else 0.0)
+            lag.add_metric([name], s.roi.lag_ms / 1000)
+            detect.add_metric([name], s.roi.detect_ms / 1000)
+            encode.add_metric([name], s.roi.encode_ms / 1000)
+            regions.add_metric([name], s.roi.regions)
+        yield from (roi_applied, lag, detect, encode, regions)
+
+
+def relay_registry(hub: Hub) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(RelayCollector(hub))
+    return registry

@@ -1,0 +1,121 @@
+"""Composition root: builds the hub, the stores and the servers, and wires them together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Response
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app import __version__
+from app.api.playback import playback_router
+from app.api.streams import streams_router
+from app.config import Settings
+from app.hub import Hub
+from app.metrics import relay_registry
+
+log = logging.getLogger("app.server")
+
+
+class Relay:
+    """The whole relay in one process: RTMP and HTTP servers on one event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.hub = Hub(player_queue_seconds=settings.player_queue_seconds)
+        self.registry = relay_registry(self.hub)
+        self.http_app = self._build_http_app()
+        self.rtmp: Any = None
+        self._uvicorn: uvicorn.Server | None = None
+        self._uvicorn_task: asyncio.Task[None] | None = None
+        self.rtmp_port = settings.rtmp_port
+        self.http_port = settings.http_port
+
+    def _build_http_app(self) -> FastAPI:
+        app = FastAPI(
+            title="roi-relay",
+            version=__version__,
+            description="Live streaming relay with ROI recognition and ROI encoding.",
+        )
+        app.include_router(streams_router(self.hub, dependencies=[]))
+
+        @app.get("/healthz", tags=["ops"], summary="Liveness")
+        def healthz() -> dict[str, Any]:
+            return {"status": "ok", "streams": len(self.hub.streams()), "version": __version__}
+
+        @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse, summary="Prometheus")
+        def metrics() -> Response:
+            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+        # Playback last: its /{app}/{stream}.flv pattern must not shadow the API routes.
+        app.include_router(playback_router(self.hub))
+        return app
+
+    def _warn_open_settings(self) -> None:
+        if not (self.settings.push_key or self.settings.push_backup_key):
+            log.warning("ROI_RELAY_PUSH_KEY is empty: anyone can publish (push auth is off)")
+        if not self.settings.api_token:
+            log.warning("ROI_RELAY_API_TOKEN is empty: the REST API is open to anyone")
+
+    async def start(self) -> None:
+        self._warn_open_settings()
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        from app.rtmp.server import RtmpServer
+
+        self.rtmp = RtmpServer(self.hub, self.settings)
+        await self.rtmp.start(self.settings.host, self.settings.rtmp_port)
+        self.rtmp_port = self.rtmp.port
+
+        sock = socket.socket(socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.settings.host, self.settings.http_port))
+        self.http_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.http_app,
+            log_level=self.settings.log_level,
+            lifespan="off",
+            ws="websockets-sansio",
+            timeout_graceful_shutdown=2,
+        )
+        self._uvicorn = uvicorn.Server(config)
+        self._uvicorn_task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
+        while not self._uvicorn.started:
+            if self._uvicorn_task.done():
+                self._uvicorn_task.result()
+                raise RuntimeError("HTTP server stopped during start-up")
+            await asyncio.sleep(0.02)
+        log.info(
+            "roi-relay %s: RTMP on %s:%d, HTTP on %s:%d",
+            __version__,
+            self.settings.host,
+            self.rtmp_port,
+            self.settings.host,
+            self.http_port,
+        )
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        try:
+            assert self._uvicorn_task is not None
+            await self._uvicorn_task
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        if self.rtmp is not None:
+            await self.rtmp.close()
+        for stream in self.hub.streams():
+            stream.close()
+        await self.hub.wait_closed()
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        if self._uvicorn_task is not None:
+            try:
+                await asyncio.wait_for(self._uvicorn_task, timeout=5)
+            except (TimeoutError, asyncio.CancelledError):
+                pass

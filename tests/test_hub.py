@@ -1,0 +1,166 @@
+"""The hub: late joiners, slow players, end of stream, switching stages."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app.hub import Hub, StreamBusyError, StreamKey
+from app.media.flv import TagType
+from app.media.packet import MediaPacket
+
+KEY = StreamKey("live", "s")
+
+
+def video(ts: int, key: bool = False, seq: bool = False, size: int = 100) -> MediaPacket:
+    head = bytes([0x17 if key or seq else 0x27, 0 if seq else 1, 0, 0, 0])
+    return MediaPacket.from_tag(TagType.VIDEO, ts, head + b"\x00" * size)
+
+
+def audio(ts: int, seq: bool = False) -> MediaPacket:
+    return MediaPacket.from_tag(TagType.AUDIO, ts, bytes([0xAF, 0 if seq else 1]) + b"\x11" * 10)
+
+
+def meta() -> MediaPacket:
+    return MediaPacket.from_tag(TagType.DATA, 0, b"\x02\x00\x0aonMetaData\x05")
+
+
+def drain(sub) -> list[MediaPacket]:
+    out = []
+    while (p := sub.get_nowait()) is not None:
+        out.append(p)
+    return out
+
+
+async def test_classification_of_tags() -> None:
+    assert video(0, seq=True).sequence_header and not video(0, seq=True).keyframe
+    assert video(0, key=True).keyframe
+    assert not video(0).keyframe
+    assert audio(0, seq=True).sequence_header and not audio(5).sequence_header
+
+
+async def test_late_player_starts_with_headers_then_keyframe() -> None:
+    hub = Hub()
+    stream = hub.open_publisher(KEY, {}, "test")
+    for p in (meta(), video(0, seq=True), audio(0, seq=True)):
+        stream.source.push(p)
+    for gop in range(3):
+        base = gop * 1000
+        stream.source.push(video(base, key=True))
+        for i in range(1, 10):
+            stream.source.push(video(base + i * 100))
+            stream.source.push(audio(base + i * 100))
+    sub = stream.output.subscribe("late")
+    got = drain(sub)
+    assert got[0].kind is TagType.DATA
+    assert got[1].sequence_header and got[1].kind is TagType.VIDEO
+    assert got[2].sequence_header and got[2].kind is TagType.AUDIO
+    assert got[3].keyframe and got[3].timestamp == 2000
+    assert len(got) == 3 + 1 + 18
+
+
+async def test_player_joining_before_any_keyframe_waits_for_one() -> None:
+    hub = Hub()
+    stream = hub.open_publisher(KEY, {}, "test")
+    stream.source.push(video(0, seq=True))
+    sub = stream.output.subscribe("early")
+    stream.source.push(video(40))  # an inter frame with no keyframe before it: undecodable
+    stream.source.push(video(80, key=True))
+    got = drain(sub)
+    assert [p.sequence_header for p in got] == [True, False]
+    assert got[1].keyframe
+
+
+async def test_slow_player_skips_to_next_keyframe_without_touching_others() -> None:
+    hub = Hub(player_queue_seconds=1.0)
+    stream = hub.open_publisher(KEY, {}, "test")
+    stream.source.push(video(0, seq=True))
+    slow = stream.output.subscribe("slow")
+    fast = stream.output.subscribe("fast")
+    fast_got: list[MediaPacket] = []
+    for i in range(100):  # 4 s of 25 fps video, keyframe every second
+        stream.source.push(video(i * 40, key=(i % 25 == 0)))
+        fast_got.extend(drain(fast))
+    assert len([p for p in fast_got if not p.sequence_header]) == 100
+    assert fast.dropped_frames == 0
+    assert slow.dropped_frames > 0
+    queued = drain(slow)
+    frames = [p for p in queued if not p.sequence_header]
+    assert frames[0].keyframe, "after skipping, playback resumes on a keyframe"
+    assert frames[-1].timestamp - frames[0].timestamp <= 1000
+    assert stream.output.dropped_frames == slow.dropped_frames
+
+
+async def test_publisher_leaving_ends_players_cleanly() -> None:
+    hub = Hub()
+    stream = hub.open_publisher(KEY, {}, "test")
+    stream.source.push(video(0, key=True))
+    sub = stream.output.subscribe("p")
+    waiter = asyncio.create_task(sub.get())
+    assert (await waiter).keyframe
+    pending = asyncio.create_task(sub.get())
+    await asyncio.sleep(0)
+    stream.close()
+    assert await asyncio.wait_for(pending, 1) is None
+    assert hub.get(KEY) is None
+    assert stream.output.subscribe("after-end").get_nowait() is not None  # cached GOP
+    # A new publisher may take the name once the old one left.
+    hub.open_publisher(KEY, {}, "again")
+
+
+async def test_second_publisher_refused() -> None:
+    hub = Hub()
+    hub.open_publisher(KEY, {}, "a")
+    with pytest.raises(StreamBusyError):
+        hub.open_publisher(KEY, {}, "b")
+    assert hub.counters.refused_pushes == {"busy": 1}
+
+
+class Doubler:
+    """A processor that re-publishes every packet; stands in for the ROI transcoder."""
+
+    def __init__(self, output) -> None:
+        self.output = output
+        self.fed: list[MediaPacket] = []
+        self.finished = False
+
+    def feed(self, packet: MediaPacket) -> None:
+        self.fed.append(packet)
+        self.output.push(packet)
+
+    async def finish(self) -> None:
+        await asyncio.sleep(0.01)
+        self.finished = True
+
+
+async def test_processor_switch_back_to_relay_resumes_on_keyframe_with_header() -> None:
+    hub = Hub()
+    stream = hub.open_publisher(KEY, {}, "test")
+    stream.source.push(video(0, seq=True))
+    stream.source.push(video(0, key=True))
+    sub = stream.output.subscribe("p")
+    drain(sub)
+    proc = Doubler(stream.output)
+    stream.set_processor(proc)
+    stream.source.push(video(40))
+    assert len(proc.fed) == 1
+    stream.set_processor(None)
+    stream.source.push(video(80))  # dropped: passthrough must wait for a keyframe
+    stream.source.push(video(120, key=True))
+    got = drain(sub)
+    assert [p.timestamp for p in got] == [40, 0, 120]
+    assert got[1].sequence_header and got[2].keyframe
+
+
+async def test_processor_flushes_before_players_see_end() -> None:
+    hub = Hub()
+    stream = hub.open_publisher(KEY, {}, "test")
+    proc = Doubler(stream.output)
+    stream.set_processor(proc)
+    sub = stream.output.subscribe("p")
+    stream.close()
+    assert not stream.output.ended
+    await hub.wait_closed()
+    assert proc.finished and stream.output.ended
+    assert await sub.get() is None
