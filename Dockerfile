@@ -1,0 +1,13 @@
+# Same steps as the README: install the package, run `roi-relay serve` with embedded defaults.
+FROM python:3.11-slim-bookworm
+WORKDIR /srv/roi-relay
+COPY pyproject.toml README.md ./
+COPY app ./app
+COPY models ./models
+RUN python3 -m venv /srv/venv && /srv/venv/bin/pip install --no-cache-dir .
+ENV PATH=/srv/venv/bin:$PATH \
+    ROI_RELAY_DATA_DIR=/data \
+    ROI_RELAY_MODELS_DIR=/srv/roi-relay/models
+VOLUME ["/data"]
+EXPOSE 1935 8080
+CMD ["roi-relay", "serve"]
