@@ -1,0 +1,375 @@
+"""From detections to encoder regions: padding, merging, ranking, tracking, scheduling.
+
+``RegionTracker.update`` is called once per video frame with the newest detections (or
+``None`` on frames where no detection ran) and returns the regions for that frame, best
+first. Between detections a region follows its track's motion; a track missed by a
+detection pass is held for a few frames before it goes, so regions do not flicker.
+
+Which regions go first is decided here (label priority from the model's manifest, then
+prominence); the picture rules (at most 6 regions, 1/5 of the area, first wins) are enforced
+by ``app.roi.regions.effective_regions``, the one place for them. The ranking here already
+shrinks a region that would overflow the area budget, so the rule cuts as little as possible.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.roi.detect import (
+    Detection,
+    LabelPolicy,
+    RankingPolicy,
+    RecognitionModel,
+    box_iou,
+    prominence,
+)
+from app.roi.regions import MAX_REGIONS, Region, effective_regions
+
+AREA_DIVISOR = 5  # regions may cover at most 1/5 of the picture (reference rule)
+MIN_REGION_SIDE = 16  # one macroblock: smaller regions do nothing useful for the encoder
+MIN_DELTA_QP, MAX_DELTA_QP = -51, 0
+
+
+def label_qp(delta_qp: int, policy: LabelPolicy) -> int:
+    """The template's DeltaQp scaled by the label's weight, kept a quality *gain* (<= 0)."""
+    return max(MIN_DELTA_QP, min(MAX_DELTA_QP, round(delta_qp * policy.qp_weight)))
+
+
+def pad_box(box: np.ndarray, pad: float, width: int, height: int) -> np.ndarray:
+    w, h = box[2] - box[0], box[3] - box[1]
+    out = box + np.array([-pad * w, -pad * h, pad * w, pad * h])
+    return np.clip(out, 0, [width, height, width, height])
+
+
+def merge_near(boxes: np.ndarray, scores: np.ndarray, gap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Union boxes (one label) that overlap or lie within ``gap`` x the smaller box's size.
+
+    Repeats until nothing more merges (a chain of words becomes one line). The loop runs over
+    boxes, each step vectorised.
+    """
+    boxes = boxes.copy()
+    scores = scores.copy()
+    while len(boxes) > 1:
+        size = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        reach = gap * np.minimum(size[:, None], size[None, :])
+        dx = np.maximum(
+            boxes[None, :, 0] - boxes[:, None, 2], boxes[:, None, 0] - boxes[None, :, 2]
+        )
+        dy = np.maximum(
+            boxes[None, :, 1] - boxes[:, None, 3], boxes[:, None, 1] - boxes[None, :, 3]
+        )
+        near = (dx <= reach) & (dy <= reach)
+        np.fill_diagonal(near, False)
+        pairs = np.argwhere(np.triu(near))
+        if pairs.size == 0:
+            break
+        i, j = pairs[0]
+        boxes[i] = [
+            min(boxes[i, 0], boxes[j, 0]),
+            min(boxes[i, 1], boxes[j, 1]),
+            max(boxes[i, 2], boxes[j, 2]),
+            max(boxes[i, 3], boxes[j, 3]),
+        ]
+        scores[i] = max(scores[i], scores[j])
+        boxes = np.delete(boxes, j, axis=0)
+        scores = np.delete(scores, j)
+    return boxes, scores
+
+
+def prepare_detections(
+    detections: list[Detection], ranking: RankingPolicy, width: int, height: int
+) -> list[Detection]:
+    """Pad, de-duplicate and merge detections per label, keeping each label's ``max_count``."""
+    out: list[Detection] = []
+    for label in dict.fromkeys(d.label for d in detections):
+        policy = ranking.for_label(label)
+        group = [d for d in detections if d.label == label]
+        if policy.max_count:
+            group.sort(key=lambda d: prominence(d, width, height), reverse=True)
+            group = group[: policy.max_count]
+        boxes = np.array(
+            [pad_box(np.array(d.box, float), policy.pad, width, height) for d in group]
+        )
+        scores = np.array([d.score for d in group])
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, scores = boxes[keep], scores[keep]
+        if len(boxes) > 1:
+            # Two detectors (or two anchors) seeing the same object: keep the stronger.
+            order = np.argsort(-scores)
+            boxes, scores = boxes[order], scores[order]
+            iou = box_iou(boxes, boxes)
+            duplicate = np.triu(iou > 0.5, k=1).any(axis=0)
+            boxes, scores = boxes[~duplicate], scores[~duplicate]
+        if policy.merge_gap > 0:
+            boxes, scores = merge_near(boxes, scores, policy.merge_gap)
+        out.extend(
+            Detection((float(b[0]), float(b[1]), float(b[2]), float(b[3])), label, float(s))
+            for b, s in zip(boxes, scores, strict=True)
+        )
+    return out
+
+
+def _shrink_to(box: tuple[float, float, float, float], area: float) -> tuple[float, ...]:
+    x0, y0, x1, y1 = box
+    factor = math.sqrt(area / max((x1 - x0) * (y1 - y0), 1e-9))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    hw, hh = (x1 - x0) * factor / 2, (y1 - y0) * factor / 2
+    return (cx - hw, cy - hh, cx + hw, cy + hh)
+
+
+def _to_region(box: tuple[float, ...], qp: int, label: str, score: float, w: int, h: int) -> Region:
+    x0, y0, x1, y1 = box
+    return Region(
+        top=max(0, math.floor(y0)),
+        left=max(0, math.floor(x0)),
+        bottom=min(h, math.ceil(y1)),
+        right=min(w, math.ceil(x1)),
+        qp=qp,
+        label=label,
+        score=round(float(score), 3),
+    )
+
+
+def fit_regions(
+    ranked: list[Detection],
+    ranking: RankingPolicy,
+    delta_qp: int,
+    width: int,
+    height: int,
+    max_regions: int = MAX_REGIONS,
+) -> list[Region]:
+    """Regions from ranked boxes, within ``max_regions`` and 1/5 of the picture.
+
+    Walks the boxes best first, accumulating area as the rule does. A box that would overflow
+    the budget is shrunk around its centre to what is left (when its label allows and the
+    result is at least one macroblock); otherwise it is skipped and later, smaller boxes may
+    still fit.
+    """
+    budget = width * height // AREA_DIVISOR
+    limit = min(max_regions, MAX_REGIONS)
+    used = 0
+    regions: list[Region] = []
+    for d in ranked:
+        if len(regions) >= limit:
+            break
+        policy = ranking.for_label(d.label)
+        qp = label_qp(delta_qp, policy)
+        region = _to_region(d.box, qp, d.label, d.score, width, height)
+        if region.area == 0:
+            continue
+        if used + region.area > budget:
+            remaining = budget - used
+            if not policy.shrink or remaining < MIN_REGION_SIDE * MIN_REGION_SIDE:
+                continue
+            # Rounding outwards can add a pixel per side: aim a little under what is left.
+            target = remaining * 0.98 - 2 * (region.width + region.height)
+            if target <= 0:
+                continue
+            region = _to_region(_shrink_to(d.box, target), qp, d.label, d.score, width, height)
+            if (
+                region.area == 0
+                or used + region.area > budget
+                or min(region.width, region.height) < MIN_REGION_SIDE
+            ):
+                continue
+        regions.append(region)
+        used += region.area
+    return regions
+
+
+@dataclass
+class _Track:
+    ident: int
+    label: str
+    box: np.ndarray  # smoothed x0, y0, x1, y1
+    score: float
+    last_seen: int  # frame number of the last detection that matched
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    hits: int = 1
+
+    def centre(self) -> np.ndarray:
+        return (self.box[:2] + self.box[2:]) / 2
+
+
+class RegionTracker:
+    """Detections in, stable ranked regions out, one call per frame.
+
+    ``ranking``: a ``RecognitionModel`` (its manifest's ranking) or a ``RankingPolicy``.
+    ``smoothing``: weight of the track's predicted box against a new detection (0 = jump).
+    ``hold_frames``: how long a track outlives its last detection; at least 2.5 detection
+    intervals, measured from the calls, so a single missed pass never drops a region.
+    """
+
+    def __init__(
+        self,
+        ranking: RankingPolicy | RecognitionModel,
+        delta_qp: int = -6,
+        max_regions: int = MAX_REGIONS,
+        *,
+        smoothing: float = 0.4,
+        hold_frames: int = 8,
+        match_iou: float = 0.2,
+    ) -> None:
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError("smoothing must be in [0, 1)")
+        self.ranking = ranking.ranking if isinstance(ranking, RecognitionModel) else ranking
+        self.delta_qp = delta_qp
+        self.max_regions = max_regions
+        self.smoothing = smoothing
+        self.hold_frames = hold_frames
+        self.match_iou = match_iou
+        self.frame = 0
+        self.tracks: list[_Track] = []
+        self._next_id = 1
+        self._last_detection_frame: int | None = None
+        self._interval = 1.0
+
+    @property
+    def hold(self) -> int:
+        return max(self.hold_frames, math.ceil(2.5 * self._interval))
+
+    def update(self, detections: list[Detection] | None, width: int, height: int) -> list[Region]:
+        self.frame += 1
+        self._predict()
+        if detections is not None:
+            if self._last_detection_frame is not None:
+                gap = self.frame - self._last_detection_frame
+                self._interval = 0.7 * self._interval + 0.3 * gap
+            self._last_detection_frame = self.frame
+            self._correct(prepare_detections(detections, self.ranking, width, height))
+        self.tracks = [t for t in self.tracks if self.frame - t.last_seen <= self.hold]
+        return self.regions(width, height)
+
+    def regions(self, width: int, height: int) -> list[Region]:
+        live = []
+        for t in self.tracks:
+            x0, y0, x1, y1 = np.clip(t.box, 0, [width, height, width, height])
+            if x1 > x0 and y1 > y0:
+                live.append(
+                    Detection((float(x0), float(y0), float(x1), float(y1)), t.label, t.score)
+                )
+        ranked = self.rank(live, width, height)
+        fitted = fit_regions(ranked, self.ranking, self.delta_qp, width, height, self.max_regions)
+        return effective_regions(fitted, width, height, self.max_regions)
+
+    def rank(self, boxes: list[Detection], width: int, height: int) -> list[Detection]:
+        """Label priority first, then prominence; each label keeps at most its max_count."""
+        ordered = sorted(
+            boxes,
+            key=lambda d: (self.ranking.for_label(d.label).priority, -prominence(d, width, height)),
+        )
+        counts: dict[str, int] = {}
+        out = []
+        for d in ordered:
+            cap = self.ranking.for_label(d.label).max_count
+            counts[d.label] = counts.get(d.label, 0) + 1
+            if not cap or counts[d.label] <= cap:
+                out.append(d)
+        return out
+
+    def _predict(self) -> None:
+        for t in self.tracks:
+            t.box = t.box + np.tile(t.velocity, 2)
+            t.velocity = t.velocity * 0.9  # coast to a stop rather than fly off
+
+    def _correct(self, detections: list[Detection]) -> None:
+        unmatched = list(range(len(detections)))
+        if self.tracks and detections:
+            det_boxes = np.array([d.box for d in detections])
+            track_boxes = np.array([t.box for t in self.tracks])
+            iou = box_iou(track_boxes, det_boxes)
+            same = np.array([[t.label == d.label for d in detections] for t in self.tracks])
+            # Centroid distance in units of the track's size: catches fast, small objects
+            # (a ball) whose boxes no longer overlap between detection passes.
+            t_c = (track_boxes[:, :2] + track_boxes[:, 2:]) / 2
+            d_c = (det_boxes[:, :2] + det_boxes[:, 2:]) / 2
+            t_size = np.maximum(track_boxes[:, 2:] - track_boxes[:, :2], 1).max(axis=1)
+            dist = np.linalg.norm(t_c[:, None] - d_c[None], axis=2) / t_size[:, None]
+            score = np.where(same & (iou >= self.match_iou), 1.0 + iou, 0.0)
+            score = np.where(same & (score == 0) & (dist < 1.5), 1.0 - dist / 1.5, score)
+            while score.size and score.max() > 0:
+                ti, di = np.unravel_index(int(np.argmax(score)), score.shape)
+                self._absorb(self.tracks[ti], detections[di])
+                score[ti, :] = 0
+                score[:, di] = 0
+                unmatched.remove(int(di))
+        for di in unmatched:
+            d = detections[di]
+            self.tracks.append(
+                _Track(self._next_id, d.label, np.array(d.box, float), d.score, self.frame)
+            )
+            self._next_id += 1
+
+    def _absorb(self, track: _Track, d: Detection) -> None:
+        new_box = np.array(d.box, float)
+        frames = max(1, self.frame - track.last_seen)
+        # The box was already moved by the predicted velocity; what is left of the error is
+        # motion the prediction missed, spread over the frames since the last match.
+        innovation = (new_box[:2] + new_box[2:]) / 2 - track.centre()
+        track.velocity = track.velocity + 0.5 * innovation / frames
+        track.box = self.smoothing * track.box + (1 - self.smoothing) * new_box
+        track.score = 0.5 * track.score + 0.5 * d.score
+        track.last_seen = self.frame
+        track.hits += 1
+
+
+class DetectionScheduler:
+    """Runs detection every N frames, N adapted to the measured detection time.
+
+    Detection may use ``core_share`` of one core on average: with a frame interval T and a
+    detection time D, N = ceil(D / (T * core_share)). N only drops again once the time has
+    fallen clearly (20 %) below what the smaller N needs, so it does not flap.
+    """
+
+    def __init__(
+        self,
+        fps: float = 30.0,
+        core_share: float = 0.5,
+        min_every: int = 1,
+        max_every: int = 60,
+    ) -> None:
+        if fps <= 0 or not 0 < core_share <= 4 or not 1 <= min_every <= max_every:
+            raise ValueError("need fps > 0, 0 < core_share <= 4, 1 <= min_every <= max_every")
+        self.fps = fps
+        self.core_share = core_share
+        self.min_every = min_every
+        self.max_every = max_every
+        self.every = min_every
+        self.detect_seconds: float | None = None
+        self._countdown = 0
+
+    def set_fps(self, fps: float) -> None:
+        if fps > 0:
+            self.fps = fps
+            self._retune()
+
+    def should_detect(self) -> bool:
+        """Call once per frame: True on the frames that should run detection."""
+        if self._countdown <= 0:
+            self._countdown = self.every - 1
+            return True
+        self._countdown -= 1
+        return False
+
+    def record(self, seconds: float) -> None:
+        """Feed the time one detection pass took."""
+        if seconds < 0:
+            return
+        if self.detect_seconds is None:
+            self.detect_seconds = seconds
+        else:
+            self.detect_seconds = 0.7 * self.detect_seconds + 0.3 * seconds
+        self._retune()
+
+    def _retune(self) -> None:
+        if self.detect_seconds is None:
+            return
+        allowance = self.core_share / self.fps  # seconds of detection per frame
+        needed = math.ceil(self.detect_seconds / allowance - 1e-9)
+        if needed < self.every and self.detect_seconds > 0.8 * (self.every - 1) * allowance:
+            needed = self.every  # not clearly faster yet
+        self.every = max(self.min_every, min(self.max_every, max(1, needed)))
+        self._countdown = min(self._countdown, self.every - 1)
