@@ -1,0 +1,223 @@
+"""REST API for ROI templates (/api/v1/roi-templates) and the static console (/console).
+
+Usage in the composition root::
+
+    app.include_router(templates_router(store, [bearer_auth(settings.api_token)]))
+    mount_console(app)
+
+Templates are addressed by their stored name (``roiface1``), the one a push URL names.
+Validation errors come back as 422 ``{"detail": [{"loc", "field", "msg", "type"}]}`` with the
+rule in ``msg``; the router converts them itself, so it needs no app-level handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, params, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from app.api.security import UNAUTHORIZED_RESPONSE
+from app.templates.rules import NAME_PREFIX, Model, TemplateCreate, TemplatePatch, explain
+from app.templates.store import (
+    TemplateExistsError,
+    TemplateNotFoundError,
+    TemplateState,
+    TemplateStore,
+    TemplateVersion,
+)
+
+CONSOLE_DIR = Path(__file__).resolve().parent.parent / "web" / "console"
+PREFIX = "/api/v1/roi-templates"
+
+
+class VersionOut(BaseModel):
+    version: int = Field(description="1, 2, ... per template")
+    description: str
+    model: Model
+    delta_qp: int
+    max_regions: int
+    bitrate_kbps: int | None = Field(description="null: the publisher's bitrate is kept")
+    saved_at: datetime
+    effective_at: datetime = Field(description="when this version takes (or took) effect")
+    effective_in_s: float = Field(
+        description="seconds from this response until effective_at; 0 once in effect"
+    )
+
+
+class TemplateOut(VersionOut):
+    """A template: the version in force (or, never yet in force, the pending one)."""
+
+    name: str = Field(description='the stored name, "roi" + the name given at creation')
+    status: Literal["pending", "active"]
+    created_at: datetime
+    updated_at: datetime
+    pending: VersionOut | None = Field(
+        description="an edit saved but not yet in force (the fields above stay in force "
+        "until its effective_at)"
+    )
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+class Violation(BaseModel):
+    loc: list[str | int]
+    field: str | None = Field(description="the body field that broke a rule, if any")
+    msg: str = Field(description="the rule broken")
+    type: str
+
+
+class ValidationErrorOut(BaseModel):
+    detail: list[Violation]
+
+
+def _version_out(version: TemplateVersion, as_of: datetime) -> dict[str, Any]:
+    return {
+        "version": version.version,
+        "description": version.description,
+        "model": version.model,
+        "delta_qp": version.delta_qp,
+        "max_regions": version.max_regions,
+        "bitrate_kbps": version.bitrate_kbps,
+        "saved_at": version.saved_at,
+        "effective_at": version.effective_at,
+        "effective_in_s": round(max((version.effective_at - as_of).total_seconds(), 0.0), 3),
+    }
+
+
+def template_out(state: TemplateState) -> TemplateOut:
+    # A template never in force shows its pending version at the top and no separate
+    # "pending": the status says it is not in force yet.
+    waiting = state.pending if state.in_force is not None else None
+    return TemplateOut(
+        name=state.name,
+        status=state.status,
+        created_at=state.created_at,
+        updated_at=state.updated_at,
+        pending=VersionOut(**_version_out(waiting, state.as_of)) if waiting else None,
+        **_version_out(state.shown, state.as_of),
+    )
+
+
+class _RuleErrorRoute(APIRoute):
+    """Turns request validation errors into 422s whose messages name the rule broken."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return JSONResponse(
+                    status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+                    content={"detail": explain(exc.errors())},
+                )
+
+        return handle
+
+
+def _not_found(name: str) -> HTTPException:
+    hint = ""
+    if not name.startswith(NAME_PREFIX):
+        hint = f" (templates go by their stored name, e.g. {NAME_PREFIX + name!r})"
+    return HTTPException(status_code=404, detail=f"no ROI template named {name!r}{hint}")
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    **UNAUTHORIZED_RESPONSE,
+    422: {"model": ValidationErrorOut, "description": "A field breaks a template rule"},
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "No template by that name"}
+}
+
+
+def templates_router(
+    store: TemplateStore, dependencies: Sequence[params.Depends] = ()
+) -> APIRouter:
+    """The /api/v1/roi-templates endpoints over ``store``; ``dependencies`` guard them all."""
+    router = APIRouter(
+        prefix=PREFIX,
+        tags=["roi-templates"],
+        dependencies=list(dependencies),
+        route_class=_RuleErrorRoute,
+        responses=_ERRORS,
+    )
+
+    # Sync endpoints: FastAPI runs them in its threadpool, off the event loop.
+    @router.get("", summary="List ROI templates", response_model=list[TemplateOut])
+    def list_templates() -> list[TemplateOut]:
+        return [template_out(state) for state in store.list()]
+
+    @router.post(
+        "",
+        summary="Create an ROI template (pending until the activation delay has passed)",
+        status_code=201,
+        response_model=TemplateOut,
+        responses={409: {"model": ErrorOut, "description": "The name is taken"}},
+    )
+    def create_template(spec: TemplateCreate, response: Response) -> TemplateOut:
+        try:
+            state = store.create(spec)
+        except TemplateExistsError as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        response.headers["Location"] = f"{PREFIX}/{state.name}"
+        return template_out(state)
+
+    @router.get(
+        "/{name}", summary="One ROI template", response_model=TemplateOut, responses=_NOT_FOUND
+    )
+    def get_template(name: str) -> TemplateOut:
+        try:
+            return template_out(store.get(name))
+        except TemplateNotFoundError as exc:
+            raise _not_found(name) from exc
+
+    @router.patch(
+        "/{name}",
+        summary="Edit an ROI template (takes effect after the activation delay)",
+        response_model=TemplateOut,
+        responses=_NOT_FOUND,
+    )
+    def edit_template(name: str, patch: TemplatePatch) -> TemplateOut:
+        try:
+            return template_out(store.edit(name, patch))
+        except TemplateNotFoundError as exc:
+            raise _not_found(name) from exc
+
+    @router.delete(
+        "/{name}",
+        summary="Delete an ROI template (at once)",
+        status_code=204,
+        response_class=Response,
+        responses=_NOT_FOUND,
+    )
+    def delete_template(name: str) -> Response:
+        try:
+            store.delete(name)
+        except TemplateNotFoundError as exc:
+            raise _not_found(name) from exc
+        return Response(status_code=204)
+
+    return router
+
+
+def mount_console(app: FastAPI) -> None:
+    """Serve the console: GET /console (the page) and its assets under /console/."""
+    index = CONSOLE_DIR / "index.html"
+
+    @app.get("/console", include_in_schema=False)
+    def console_page() -> FileResponse:
+        return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+    app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True), name="console")
