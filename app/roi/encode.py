@@ -1,0 +1,481 @@
+"""Encoder backends that take per-frame ROI regions: libx264, libx265, h264_qsv, hevc_qsv.
+
+One small interface (:func:`open_encoder` -> :class:`RoiEncoder`: ``encode(frame, regions)``,
+``flush()``, ``extradata``, ``name``) over FFmpeg encoders driven through PyAV.
+
+How regions reach the encoder. FFmpeg's libx264, libx265 and QSV wrappers read
+``AV_FRAME_DATA_REGIONS_OF_INTEREST`` frame side data: an array of 28-byte
+``AVRegionOfInterest`` entries (uint32 self_size; int32 top, bottom, left, right;
+AVRational qoffset). They turn ``qoffset`` into a QP offset by multiplying it by 51 for
+8-bit video, so ``qoffset = DeltaQp/51`` is the exact integer DeltaQp. They walk the array
+from last to first, so the *first* entry ends up on top where regions overlap: the order of
+``effective_regions`` is the order written here. A region covers every 16x16 block it
+touches (FFmpeg rounds outwards).
+
+PyAV 18 cannot create frame side data, but a filter graph can: each ``addroi`` filter
+appends one entry, so a chain of six gives every frame six slots, which are then rewritten
+per frame through ``memoryview(side_data)``. Slots without a region become an all-zero
+rectangle (covers no block) after the used ones. No regions, or DeltaQp 0, writes only
+empty/zero entries: x264/x265 then add zero offsets, which is plain encoding through the
+very same path (tests/roi/test_encode.py checks the bytes are identical).
+
+x264/x265 silently ignore ROI when adaptive quantisation is off (preset ultrafast, aq-mode
+0, constant QP), so the options below always set aq-mode explicitly. Live settings: tune
+zerolatency (no lookahead, no frame-threading delay, sliced threads), no B-frames unless
+asked, ABR with VBV maxrate = bitrate and a 1 s buffer, so the stream keeps its bitrate.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import cache
+
+import av
+import av.codec.context
+import av.filter
+from av.video.frame import PictureType
+
+from app.media.nal import (
+    Codec,
+    NalError,
+    decoder_config_from_nals,
+    is_keyframe_nal,
+    join_length_prefixed,
+    nal_type,
+    split_annexb,
+)
+from app.roi.regions import MAX_REGIONS, Region, effective_regions
+
+log = logging.getLogger(__name__)
+
+ROI_SLOTS = MAX_REGIONS
+ROI_ENTRY = struct.Struct("<Iiiiiii")  # self_size, top, bottom, left, right, qoffset num/den
+ROI_QOFFSET_DEN = 51  # qoffset * 51 = DeltaQp for 8-bit x264/x265/QSV
+NAL_LENGTH_SIZE = 4
+
+# Encoders known to honour ROI side data, with the codec they produce.
+ROI_ENCODERS: dict[str, Codec] = {
+    "libx264": "h264",
+    "libx265": "hevc",
+    "h264_qsv": "h264",
+    "hevc_qsv": "hevc",
+}
+# `auto` takes the first that opens: hardware first, leaving the CPU to decoding/detection.
+AUTO_ORDER: dict[Codec, tuple[str, ...]] = {
+    "h264": ("h264_qsv", "libx264"),
+    "hevc": ("hevc_qsv", "libx265"),
+}
+DEFAULT_PRESETS = {"libx264": "veryfast", "libx265": "superfast", "qsv": "veryfast"}
+
+
+class EncoderError(RuntimeError):
+    """An encoder that cannot be opened or fed (unknown name, codec mismatch, FFmpeg error)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderSettings:
+    """Everything that decides how a stream is encoded (one per opened encoder)."""
+
+    codec: Codec
+    width: int
+    height: int
+    fps: Fraction
+    bitrate_bps: int
+    gop_frames: int
+    bframes: int = 0
+    preset: str | None = None  # None: DEFAULT_PRESETS for the backend
+    aq_mode: int = 1  # never 0: x264/x265 ignore ROI without adaptive quantisation
+    aq_strength: float = 1.0
+    vbv_seconds: float = 1.0
+    threads: int = 0  # 0: the encoder's own choice
+    time_base: Fraction = Fraction(1, 1000)  # of pts/dts in and out (FLV milliseconds)
+
+    def validate(self) -> None:
+        if self.codec not in ("h264", "hevc"):
+            raise EncoderError(f"codec must be 'h264' or 'hevc', not {self.codec!r}")
+        if self.width <= 0 or self.height <= 0 or self.width % 2 or self.height % 2:
+            raise EncoderError(f"picture size {self.width}x{self.height} must be even and > 0")
+        if self.fps <= 0 or self.bitrate_bps <= 0 or self.gop_frames <= 0:
+            raise EncoderError("fps, bitrate and GOP must be positive")
+        if self.bframes < 0 or self.aq_mode <= 0 or self.vbv_seconds <= 0:
+            raise EncoderError("bframes >= 0, aq_mode >= 1 and vbv_seconds > 0 are required")
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPacket:
+    """One encoded frame: length-prefixed (AVCC/HVCC, 4-byte) NAL units, ready for an FLV
+    tag after the FLV header; timestamps in ``time_base`` on the publisher's timeline."""
+
+    data: bytes
+    pts: int
+    dts: int
+    time_base: Fraction
+    is_keyframe: bool
+
+    def __bytes__(self) -> bytes:
+        return self.data
+
+    @property
+    def dts_ms(self) -> int:
+        return round(self.dts * self.time_base * 1000)
+
+    @property
+    def composition_ms(self) -> int:
+        """pts - dts in milliseconds (the FLV CompositionTime)."""
+        return round((self.pts - self.dts) * self.time_base * 1000)
+
+
+def encoder_options(name: str, settings: EncoderSettings) -> dict[str, str]:
+    """FFmpeg AVOptions of a backend; shared with benches that run the plain encoder."""
+    bitrate = settings.bitrate_bps
+    vbv = {"maxrate": str(bitrate), "bufsize": str(int(bitrate * settings.vbv_seconds))}
+    if name == "libx264":
+        params = [
+            f"aq-mode={settings.aq_mode}",
+            f"aq-strength={settings.aq_strength:g}",
+            "rc-lookahead=0",
+            "sync-lookahead=0",
+        ]
+        return {
+            "preset": settings.preset or DEFAULT_PRESETS["libx264"],
+            "tune": "zerolatency",
+            "x264-params": ":".join(params),
+            **vbv,
+        }
+    if name == "libx265":
+        params = [
+            f"aq-mode={settings.aq_mode}",
+            f"aq-strength={settings.aq_strength:g}",
+            "rc-lookahead=0",
+            "log-level=error",  # x265 prints its banner straight to stderr otherwise
+        ]
+        return {
+            "preset": settings.preset or DEFAULT_PRESETS["libx265"],
+            "tune": "zerolatency",
+            "x265-params": ":".join(params),
+            **vbv,
+        }
+    if name.endswith("_qsv"):
+        return {"preset": settings.preset or DEFAULT_PRESETS["qsv"], "async_depth": "1", **vbv}
+    return dict(vbv)
+
+
+def _pixel_format(name: str) -> str:
+    return "nv12" if name.endswith("_qsv") else "yuv420p"
+
+
+def _open_codec_context(name: str, settings: EncoderSettings) -> av.VideoCodecContext:
+    try:
+        context = av.CodecContext.create(name, "w")
+    except (av.FFmpegError, ValueError) as exc:  # UnknownCodecError is a ValueError
+        raise EncoderError(f"encoder {name!r} is not available: {exc}") from exc
+    if not isinstance(context, av.VideoCodecContext):
+        raise EncoderError(f"{name!r} is not a video encoder")
+    context.width = settings.width
+    context.height = settings.height
+    context.pix_fmt = _pixel_format(name)
+    context.time_base = settings.time_base
+    context.framerate = settings.fps
+    context.bit_rate = settings.bitrate_bps
+    context.gop_size = settings.gop_frames
+    context.max_b_frames = settings.bframes
+    context.thread_count = settings.threads
+    # Parameter sets go to extradata (the FLV sequence header), not in front of keyframes.
+    context.flags |= av.codec.context.Flags.global_header
+    context.options = encoder_options(name, settings)
+    try:
+        context.open()
+    except av.FFmpegError as exc:
+        raise EncoderError(f"encoder {name!r} failed to open: {exc}") from exc
+    return context
+
+
+class RoiSideData:
+    """A filter graph giving each frame six ROI slots, rewritten per frame."""
+
+    def __init__(self, width: int, height: int, pix_fmt: str, time_base: Fraction) -> None:
+        self._graph = av.filter.Graph()
+        node = self._graph.add_buffer(
+            width=width, height=height, format=pix_fmt, time_base=time_base
+        )
+        for _ in range(ROI_SLOTS):
+            slot = self._graph.add("addroi", "x=0:y=0:w=0:h=0:qoffset=0")
+            node.link_to(slot)
+            node = slot
+        sink = self._graph.add("buffersink")
+        node.link_to(sink)
+        self._graph.configure()
+
+    def attach(self, frame: av.VideoFrame, regions: Sequence[Region]) -> av.VideoFrame:
+        """``frame`` with ROI side data holding ``regions`` in order (at most six)."""
+        if len(regions) > ROI_SLOTS:
+            raise ValueError(f"at most {ROI_SLOTS} regions per frame")
+        self._graph.vpush(frame)
+        out = self._graph.vpull()
+        side_data = next(
+            (sd for sd in out.side_data if sd.type.name == "REGIONS_OF_INTEREST"), None
+        )
+        if side_data is None:
+            raise EncoderError("addroi filters gave no ROI side data")
+        view = memoryview(side_data).cast("B")
+        slots = len(view) // ROI_ENTRY.size
+        if slots < ROI_SLOTS or len(view) % ROI_ENTRY.size:
+            raise EncoderError(f"unexpected ROI side data of {len(view)} bytes")
+        for index in range(slots):
+            region = regions[index] if index < len(regions) else None
+            if region is None:
+                entry = (ROI_ENTRY.size, 0, 0, 0, 0, 0, 1)
+            else:
+                entry = (
+                    ROI_ENTRY.size,
+                    region.top,
+                    region.bottom,
+                    region.left,
+                    region.right,
+                    region.qp,
+                    ROI_QOFFSET_DEN,
+                )
+            ROI_ENTRY.pack_into(view, index * ROI_ENTRY.size, *entry)
+        return out
+
+
+@dataclass(slots=True)
+class _Timeline:
+    """Keeps encoder input pts strictly increasing while outputs carry the publisher's pts."""
+
+    last_input: int | None = None
+    original: dict[int, int] = field(default_factory=dict)
+
+    def admit(self, pts: int) -> int:
+        encoder_pts = pts if self.last_input is None else max(pts, self.last_input + 1)
+        self.last_input = encoder_pts
+        self.original[encoder_pts] = pts
+        return encoder_pts
+
+    def restore(self, encoder_pts: int) -> int:
+        return self.original.pop(encoder_pts, encoder_pts)
+
+
+class RoiEncoder:
+    """An open encoder that takes ROI regions with every frame."""
+
+    def __init__(self, name: str, settings: EncoderSettings) -> None:
+        settings.validate()
+        codec = ROI_ENCODERS.get(name)
+        if codec is not None and codec != settings.codec:
+            raise EncoderError(f"encoder {name!r} produces {codec}, not {settings.codec}")
+        self.name = name
+        self.settings = settings
+        self.codec: Codec = settings.codec
+        # Other FFmpeg encoders (NVENC, ...) open, but drop ROI side data on the floor.
+        self.roi_supported = codec is not None
+        self._context = _open_codec_context(name, settings)
+        self._pix_fmt = _pixel_format(name)
+        self._roi = RoiSideData(settings.width, settings.height, self._pix_fmt, settings.time_base)
+        self._timeline = _Timeline()
+        self._next_pts = 0
+        self._frame_step = max(1, round(1 / (settings.fps * settings.time_base)))
+        # The avcC/hvcC record for the FLV sequence header (None until known).
+        self.extradata: bytes | None = self._config_record(
+            split_annexb(self._context.extradata or b"")
+        )
+
+    @property
+    def width(self) -> int:
+        return self.settings.width
+
+    @property
+    def height(self) -> int:
+        return self.settings.height
+
+    @property
+    def bitrate(self) -> int:
+        """Target bitrate in bit/s."""
+        return self.settings.bitrate_bps
+
+    @staticmethod
+    def to_length_prefixed(packet: EncodedPacket | av.Packet) -> bytes:
+        """The 4-byte length-prefixed NAL units of a packet (ours already are; an FFmpeg
+        packet in Annex B is converted)."""
+        if isinstance(packet, EncodedPacket):
+            return packet.data
+        return join_length_prefixed(split_annexb(bytes(packet)), NAL_LENGTH_SIZE)
+
+    def _config_record(self, nals: list[bytes]) -> bytes | None:
+        try:
+            return decoder_config_from_nals(nals, self.codec, NAL_LENGTH_SIZE)
+        except NalError:  # no complete set of parameter sets (yet)
+            return None
+
+    def _input_pts(self, frame: av.VideoFrame) -> int:
+        time_base = self.settings.time_base
+        if frame.pts is None:
+            pts = self._next_pts
+        elif frame.time_base is not None and frame.time_base != time_base:
+            pts = round(frame.pts * frame.time_base / time_base)
+        else:
+            pts = frame.pts
+        self._next_pts = pts + self._frame_step
+        return pts
+
+    def _prepare(self, frame: av.VideoFrame, regions: Sequence[Region]) -> list[Region]:
+        width, height = self.settings.width, self.settings.height
+        if (frame.width, frame.height) != (width, height):
+            sx, sy = width / frame.width, height / frame.height
+            regions = [
+                Region(
+                    round(r.top * sy),
+                    round(r.left * sx),
+                    round(r.bottom * sy),
+                    round(r.right * sx),
+                    r.qp,
+                    r.label,
+                    r.score,
+                )
+                for r in regions
+            ]
+        return effective_regions(regions, width, height)
+
+    def encode(
+        self, frame: av.VideoFrame, regions: Sequence[Region] = (), force_keyframe: bool = False
+    ) -> list[EncodedPacket]:
+        """Encodes ``frame`` with ``regions`` (picture coordinates of ``frame``; the ROI rules
+        are applied again here, so at most six take effect). Returns the packets ready now.
+
+        The frame becomes a keyframe when ``force_keyframe`` is set or its ``pict_type`` is
+        I (so a pipeline can make the output GOP follow the publisher's keyframes); other
+        picture types are left to the encoder's own GOP and scene-cut decisions.
+        """
+        force_keyframe = force_keyframe or frame.pict_type == PictureType.I
+        pts = self._input_pts(frame)
+        regions = self._prepare(frame, regions)
+        if (frame.width, frame.height, frame.format.name) != (
+            self.settings.width,
+            self.settings.height,
+            self._pix_fmt,
+        ):
+            frame = frame.reformat(self.settings.width, self.settings.height, self._pix_fmt)
+        encoder_pts = self._timeline.admit(pts)
+        frame.pts = encoder_pts
+        frame.time_base = self.settings.time_base
+        tagged = self._roi.attach(frame, regions)
+        tagged.pts = encoder_pts
+        tagged.time_base = self.settings.time_base
+        # x264/x265 obey any picture type on the frame (P, B too): only I is passed on.
+        tagged.pict_type = PictureType.I if force_keyframe else PictureType.NONE
+        try:
+            packets = self._context.encode(tagged)
+        except av.FFmpegError as exc:
+            raise EncoderError(f"{self.name} failed to encode: {exc}") from exc
+        return [self._convert(packet) for packet in packets]
+
+    def flush(self) -> list[EncodedPacket]:
+        """Drains the encoder; it takes no frames afterwards."""
+        try:
+            packets = self._context.encode(None)
+        except av.FFmpegError as exc:
+            raise EncoderError(f"{self.name} failed to flush: {exc}") from exc
+        return [self._convert(packet) for packet in packets]
+
+    def _convert(self, packet: av.Packet) -> EncodedPacket:
+        nals = split_annexb(bytes(packet))
+        if self.extradata is None:  # encoders that only put parameter sets in band
+            self.extradata = self._config_record(nals)
+        keyframe = packet.is_keyframe or any(
+            is_keyframe_nal(nal_type(n, self.codec), self.codec) for n in nals
+        )
+        pts = self._timeline.restore(packet.pts if packet.pts is not None else 0)
+        if self.settings.bframes == 0 or packet.dts is None:
+            dts = pts
+        else:
+            dts = min(packet.dts, pts)
+        return EncodedPacket(
+            data=join_length_prefixed(nals, NAL_LENGTH_SIZE),
+            pts=pts,
+            dts=dts,
+            time_base=self.settings.time_base,
+            is_keyframe=keyframe,
+        )
+
+
+def _settings_for_probe(codec: Codec) -> EncoderSettings:
+    return EncoderSettings(codec, 320, 240, Fraction(30), 300_000, 30)
+
+
+@cache
+def probe_encoders(codec: Codec) -> tuple[str, ...]:
+    """The ROI-capable encoders for ``codec`` that open and encode a frame here, best first.
+
+    QSV needs Intel hardware and a driver; where there is none, opening fails and it is
+    simply left out. Cached: the answer does not change while the process runs.
+    """
+    working = []
+    for name in AUTO_ORDER[codec]:
+        try:
+            encoder = RoiEncoder(name, _settings_for_probe(codec))
+            frame = av.VideoFrame(320, 240, "yuv420p")
+            frame.pts = 0
+            encoder.encode(frame)
+            encoder.flush()
+        except (EncoderError, av.FFmpegError, OSError) as exc:
+            log.info("encoder %s unavailable: %s", name, exc)
+            continue
+        working.append(name)
+    return tuple(working)
+
+
+def resolve_encoder(codec: Codec, encoder_name: str = "auto") -> str:
+    """The encoder to use for ``codec``: ``auto`` probes; a name must fit the codec."""
+    if encoder_name == "auto":
+        working = probe_encoders(codec)
+        if not working:
+            raise EncoderError(f"no ROI-capable {codec} encoder opens on this machine")
+        return working[0]
+    known = ROI_ENCODERS.get(encoder_name)
+    if known is not None and known != codec:
+        raise EncoderError(f"encoder {encoder_name!r} produces {known}, not {codec}")
+    return encoder_name
+
+
+def open_encoder(
+    codec: Codec,
+    width: int,
+    height: int,
+    fps: Fraction,
+    bitrate_bps: int,
+    gop_frames: int,
+    encoder_name: str = "auto",
+    bframes: int = 0,
+    *,
+    preset: str | None = None,
+    aq_mode: int = 1,
+    aq_strength: float = 1.0,
+    vbv_seconds: float = 1.0,
+    threads: int = 0,
+    time_base: Fraction = Fraction(1, 1000),
+) -> RoiEncoder:
+    """Opens an ROI encoder (``encoder_name`` ``auto`` probes what opens here).
+
+    Raises EncoderError for bad settings, an unknown encoder or one that fails to open.
+    """
+    settings = EncoderSettings(
+        codec=codec,
+        width=width,
+        height=height,
+        fps=Fraction(fps),
+        bitrate_bps=bitrate_bps,
+        gop_frames=gop_frames,
+        bframes=bframes,
+        preset=preset,
+        aq_mode=aq_mode,
+        aq_strength=aq_strength,
+        vbv_seconds=vbv_seconds,
+        threads=threads,
+        time_base=time_base,
+    )
+    settings.validate()
+    return RoiEncoder(resolve_encoder(codec, encoder_name), settings)
