@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.security import UNAUTHORIZED_RESPONSE
 from app.templates.rules import NAME_PREFIX, Model, TemplateCreate, TemplatePatch, explain
@@ -108,6 +109,9 @@ def template_out(state: TemplateState) -> TemplateOut:
     )
 
 
+_NOT_UTF8 = {"error": "it is not UTF-8 text"}
+
+
 class _RuleErrorRoute(APIRoute):
     """Turns request validation errors into 422s whose messages name the rule broken."""
 
@@ -118,10 +122,17 @@ class _RuleErrorRoute(APIRoute):
             try:
                 return await handler(request)
             except RequestValidationError as exc:
-                return JSONResponse(
-                    status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-                    content={"detail": explain(exc.errors())},
-                )
+                errors = exc.errors()
+            except StarletteHTTPException as exc:
+                # FastAPI answers 400 for a body it cannot even decode (not UTF-8); these
+                # endpoints raise no 400 themselves, so that is what a 400 here means.
+                if exc.status_code != status.HTTP_400_BAD_REQUEST:
+                    raise
+                errors = [{"type": "json_invalid", "loc": ("body",), "ctx": _NOT_UTF8}]
+            return JSONResponse(
+                status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+                content={"detail": explain(errors)},
+            )
 
         return handle
 
