@@ -230,7 +230,8 @@ function openEditor(template) {
   input("name").value = template ? template.name.slice(PREFIX.length) : "";
   input("name").disabled = Boolean(template);
   input("description").value = source ? source.description : "";
-  input("model").value = source ? source.model : "General";
+  const select = input("model");
+  select.value = source ? source.model : select.dataset.default || select.options[0].value;
   input("delta_qp").value = source ? source.delta_qp : "";
   input("max_regions").value = source ? source.max_regions : "";
   const bitrate = source ? source.bitrate_kbps : null;
@@ -313,6 +314,35 @@ async function deleteTemplate(template) {
   await loadTemplates();
 }
 
+// The rules live on the server; the OpenAPI document carries their wording, the models and
+// the defaults, so the form shows them without keeping a copy here.
+async function loadRules() {
+  let schema;
+  try {
+    const response = await fetch("/openapi.json");
+    if (!response.ok) return;
+    schema = (await response.json()).components.schemas.TemplateCreate.properties;
+  } catch {
+    return;
+  }
+  for (const [field, rule] of Object.entries(schema)) {
+    const hint = document.querySelector(`[data-rule-for="${field}"]`);
+    if (hint && rule.description) hint.textContent = rule.description;
+    const box = document.getElementById(`field-${field}`);
+    if (box && box.tagName === "INPUT" && typeof rule.default === "number") {
+      box.placeholder = String(rule.default);
+    }
+  }
+  const models = schema.model && schema.model.enum;
+  if (Array.isArray(models) && models.length) {
+    const select = input("model");
+    const chosen = select.value;
+    select.replaceChildren(...models.map((name) => el("option", { value: name }, name)));
+    select.dataset.default = schema.model.default || models[0];
+    select.value = models.includes(chosen) ? chosen : select.dataset.default;
+  }
+}
+
 // --- live streams -----------------------------------------------------------------------
 
 function roiState(roi) {
@@ -334,7 +364,7 @@ function roiState(roi) {
 function streamRow(stream) {
   const path = `${encodeURIComponent(stream.app)}/${encodeURIComponent(stream.stream)}`;
   const video = [
-    stream.codec || "?",
+    stream.codec || "—",
     stream.width && stream.height ? `${stream.width}×${stream.height}` : null,
     stream.fps ? `${stream.fps} fps` : null,
   ]
@@ -390,6 +420,7 @@ function start() {
   $("#new-template").addEventListener("click", () => openEditor(null));
   $("#cancel-edit").addEventListener("click", closeEditor);
   $("#template-form").addEventListener("submit", saveTemplate);
+  loadRules();
   loadTemplates();
   loadStreams();
   setInterval(tick, 1000);
