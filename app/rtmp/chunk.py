@@ -15,7 +15,9 @@ from enum import IntEnum
 
 DEFAULT_CHUNK_SIZE = 128
 MAX_CHUNK_SIZE = 0x7FFFFFFF  # the top bit of Set Chunk Size must be zero
-DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+# The 24-bit length field allows up to 16 MiB - 1; no real frame comes near 8 MiB (a 4K
+# keyframe at 50 Mbit/s is 1-2 MiB), so more is a broken or hostile peer.
+DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 DEFAULT_MAX_CHUNK_STREAMS = 64
 DEFAULT_WINDOW_ACK_SIZE = 2_500_000
 _EXTENDED = 0xFFFFFF

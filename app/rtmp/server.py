@@ -1,0 +1,348 @@
+"""The asyncio RTMP server: one RtmpServerSession per connection, wired to the hub.
+
+All protocol decisions live in the sans-IO session; this module moves bytes, asks the push
+auth rule and the hub, and pumps packets to players. A protocol error closes only its own
+connection (logged on ``app.rtmp``); a player that cannot keep up stops being pumped while its
+socket buffer is full, and the hub's bounded queue makes it skip to a keyframe, so neither the
+publisher nor other players ever wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.auth import PushKeys, check_push
+from app.config import Settings
+from app.hub import Hub, Stream, StreamBusyError, StreamKey, Subscription
+from app.media.flv import FlvError, TagType
+from app.media.packet import MediaPacket
+from app.rtmp import session as rtmp
+from app.rtmp.session import RtmpServerSession
+
+log = logging.getLogger("app.rtmp")
+
+# Transport buffer marks for player connections: above HIGH the pump stops feeding the socket.
+WRITE_BUFFER_HIGH = 2 * 1024 * 1024
+WRITE_BUFFER_LOW = 512 * 1024
+
+
+@dataclass
+class RtmpCounters:
+    """Connection-level totals for /metrics (the hub counts media and refused pushes)."""
+
+    connections_total: int = 0
+    connections_open: int = 0
+    players_open: int = 0
+    protocol_errors: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+
+    def refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+
+class RtmpServer:
+    def __init__(
+        self,
+        hub: Hub,
+        settings: Settings,
+        *,
+        counters: RtmpCounters | None = None,
+        clock: Callable[[], float] = time.time,
+        play_wait_seconds: float = 3.0,
+        handshake_timeout: float = 10.0,
+        idle_timeout: float = 30.0,
+    ) -> None:
+        self.hub = hub
+        self.settings = settings
+        self.keys = PushKeys(settings.push_key, settings.push_backup_key)
+        self.counters = counters if counters is not None else RtmpCounters()
+        self.clock = clock
+        self.play_wait_seconds = play_wait_seconds
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._connections: set[RtmpConnection] = set()
+
+    @property
+    def connections(self) -> frozenset[RtmpConnection]:
+        return frozenset(self._connections)
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: RtmpConnection(self), host, port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("RTMP listening on %s:%d", host, self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in tuple(self._connections):
+            conn.close("server shutting down")
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def _opened(self, conn: RtmpConnection) -> None:
+        self._connections.add(conn)
+        self.counters.connections_total += 1
+        self.counters.connections_open += 1
+
+    def _closed(self, conn: RtmpConnection) -> None:
+        if conn in self._connections:
+            self._connections.discard(conn)
+            self.counters.connections_open -= 1
+
+
+class RtmpConnection(asyncio.Protocol):
+    """One client connection: a session, its published streams and its players."""
+
+    def __init__(self, server: RtmpServer) -> None:
+        self.server = server
+        self.peer = "?"
+        self.session = RtmpServerSession()
+        self.transport: asyncio.Transport | None = None
+        self._publishers: dict[int, Stream] = {}
+        self._players: dict[int, asyncio.Task[None]] = {}
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._closing = False
+        self._last_input = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+        self._opened_at = time.monotonic()
+
+    # --------------------------------------------------------------- transport callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.session.peer = self.peer
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH, low=WRITE_BUFFER_LOW)
+        self.server._opened(self)
+        self._arm_timer()
+
+    def data_received(self, data: bytes) -> None:
+        self._last_input = time.monotonic()
+        self.server.counters.bytes_in += len(data)
+        self._process(self.session.receive_data(data))
+
+    def eof_received(self) -> bool:
+        self._process(self.session.receive_data(b""))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.session.closed:
+            events = self.session.receive_data(b"")
+            self._process(events)
+        self._release()
+        self.server._closed(self)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # --------------------------------------------------------------- plumbing
+
+    def _flush(self) -> None:
+        data = self.session.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+            self.server.counters.bytes_out += len(data)
+
+    def close(self, reason: str) -> None:
+        """Flushes what is queued and closes this connection only."""
+        if self._closing:
+            return
+        self._closing = True
+        log.info("%s: closing RTMP connection: %s", self.peer, reason)
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+        self._release()
+
+    def _release(self) -> None:
+        """Ends what this connection held in the hub; safe to call more than once."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for stream in self._publishers.values():
+            stream.close()
+        self._publishers.clear()
+        for task in self._players.values():
+            task.cancel()
+        self._players.clear()
+
+    def _arm_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(1.0, self._check_timeouts)
+
+    def _check_timeouts(self) -> None:
+        self._timer = None
+        if self._closing:
+            return
+        now = time.monotonic()
+        if (
+            not self.session.connect_params
+            and now - self._opened_at > self.server.handshake_timeout
+        ):
+            self.close("no handshake and connect within the time limit")
+            return
+        if self._publishers and now - self._last_input > self.server.idle_timeout:
+            self.close(f"publisher silent for {self.server.idle_timeout:.0f} s")
+            return
+        self._arm_timer()
+
+    # --------------------------------------------------------------- session events
+
+    def _process(self, events: list[rtmp.Event]) -> None:
+        for event in events:
+            if self._closing:
+                break
+            self._on_event(event)
+        self._flush()
+        if self.session.should_close and not self._closing:
+            self.close("request refused")
+
+    def _on_event(self, event: rtmp.Event) -> None:
+        match event:
+            case rtmp.MediaReceived(stream_id, kind, timestamp, payload):
+                self._on_media(stream_id, kind, timestamp, payload)
+            case rtmp.MetadataReceived(stream_id, metadata, tag_payload, timestamp):
+                stream = self._publishers.get(stream_id)
+                if stream is not None:
+                    stream.set_metadata(metadata)
+                    stream.source.push(MediaPacket(TagType.DATA, timestamp, tag_payload))
+            case rtmp.PublishRequested(stream_id, app, name, query, _publish_type):
+                self._on_publish(stream_id, StreamKey(app, name), query)
+            case rtmp.PlayRequested(stream_id, app, name, _query):
+                task = asyncio.get_running_loop().create_task(
+                    self._play(stream_id, StreamKey(app, name))
+                )
+                self._players[stream_id] = task
+                task.add_done_callback(lambda _t, sid=stream_id: self._player_done(sid, _t))
+            case rtmp.Unpublished(stream_id):
+                stream = self._publishers.pop(stream_id, None)
+                if stream is not None:
+                    log.info("%s: unpublished %s", self.peer, stream.key)
+                    stream.close()
+            case rtmp.PlayStopped(stream_id):
+                task = self._players.pop(stream_id, None)
+                if task is not None:
+                    task.cancel()
+            case rtmp.RequestRefused(stream_id, action, code, reason):
+                log.warning("%s: %s refused (%s): %s", self.peer, action, code, reason)
+                if action == "publish":
+                    self.server.counters.refuse("bad-name")
+                    self.server.hub.counters.refused("bad-name")
+            case rtmp.ProtocolError(reason):
+                self.server.counters.protocol_errors += 1
+                log.warning("%s: RTMP protocol error: %s", self.peer, reason)
+                self.close(f"protocol error: {reason}")
+            case rtmp.Closed():
+                self.close("peer closed the connection")
+            case rtmp.Connected(app, tc_url, _params):
+                log.debug("%s: connected to app %r (%s)", self.peer, app, tc_url)
+
+    def _on_media(self, stream_id: int, kind: int, timestamp: int, payload: bytes) -> None:
+        stream = self._publishers.get(stream_id)
+        if stream is None:
+            return  # publish refused or not yet accepted: nothing to feed
+        try:
+            packet = MediaPacket.from_tag(kind, timestamp, payload)
+        except FlvError as exc:
+            self.server.counters.protocol_errors += 1
+            log.warning("%s: malformed FLV tag on %s: %s", self.peer, stream.key, exc)
+            self.close(f"malformed media: {exc}")
+            return
+        stream.source.push(packet)
+
+    def _on_publish(self, stream_id: int, key: StreamKey, query: dict[str, str]) -> None:
+        server = self.server
+        verdict = check_push(key.name, query, server.keys, server.clock())
+        if not verdict.ok:
+            assert verdict.status_code is not None
+            server.counters.refuse("auth")
+            server.hub.counters.refused("auth")
+            log.warning("%s: push to %s refused: %s", self.peer, key, verdict.reason)
+            self.session.refuse_publish(stream_id, verdict.status_code, verdict.reason)
+            return
+        try:
+            stream = server.hub.open_publisher(key, query, self.peer)
+        except StreamBusyError as exc:
+            server.counters.refuse("busy")
+            log.warning("%s: push to %s refused: %s", self.peer, key, exc)
+            self.session.refuse_publish(stream_id, "NetStream.Publish.BadName", str(exc))
+            return
+        stream.on_kick = lambda: self.close(f"{key} kicked by the operator")
+        self._publishers[stream_id] = stream
+        self.session.accept_publish(stream_id)
+        log.info("%s: publishing %s (%s)", self.peer, key, verdict.reason)
+
+    # --------------------------------------------------------------- players
+
+    async def _find_stream(self, key: StreamKey) -> Stream | None:
+        """The live stream, waiting a little for a publisher that is about to start."""
+        deadline = time.monotonic() + self.server.play_wait_seconds
+        while True:
+            stream = self.server.hub.get(key)
+            if stream is not None or time.monotonic() >= deadline:
+                return stream
+            await asyncio.sleep(0.05)
+
+    async def _play(self, stream_id: int, key: StreamKey) -> None:
+        stream = await self._find_stream(key)
+        if self._closing:
+            return
+        if stream is None:
+            log.info("%s: play %s: no such stream", self.peer, key)
+            self.session.refuse_play(stream_id, description=f"{key} is not live")
+            self._flush()
+            return
+        subscription = stream.output.subscribe(f"rtmp {self.peer}")
+        self.session.accept_play(stream_id)
+        self._flush()
+        self.server.counters.players_open += 1
+        log.info("%s: playing %s", self.peer, key)
+        try:
+            await self._pump(stream_id, subscription)
+        finally:
+            self.server.counters.players_open -= 1
+            subscription.close()
+
+    async def _pump(self, stream_id: int, subscription: Subscription) -> None:
+        session = self.session
+        while not self._closing:
+            if not self._writable.is_set():
+                await self._writable.wait()
+                continue
+            packet = await subscription.get()
+            if packet is None:
+                session.send_stream_eof(stream_id)
+                self._flush()
+                log.info("%s: stream ended for player", self.peer)
+                return
+            while packet is not None:
+                session.send_media(stream_id, packet.kind, packet.timestamp, packet.payload)
+                packet = subscription.get_nowait()
+            self._flush()
+
+    def _player_done(self, stream_id: int, task: asyncio.Task[Any]) -> None:
+        if self._players.get(stream_id) is task:
+            del self._players[stream_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: player task failed", self.peer, exc_info=task.exception())
+            self.close("internal error in the player pump")
+
+
+__all__ = ["RtmpConnection", "RtmpCounters", "RtmpServer"]
