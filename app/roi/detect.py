@@ -68,7 +68,9 @@ class LabelPolicy:
     closer than this fraction of the smaller box's size are merged into one region
     (0 = never merge). ``shrink``: a region that would overflow the area budget is shrunk
     around its centre instead of being dropped. ``max_count``: keep only the most prominent
-    boxes of this label (0 = all), e.g. the host's face among guests.
+    boxes of this label (0 = all), e.g. the host's face among guests. ``drop_nested``: a box
+    lying mostly (80 %) inside a larger box of the same label is dropped (a detector's second
+    box on part of a person).
     """
 
     priority: int = 10
@@ -77,6 +79,7 @@ class LabelPolicy:
     merge_gap: float = 0.0
     shrink: bool = True
     max_count: int = 0
+    drop_nested: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +93,7 @@ class RankingPolicy:
 
 # --------------------------------------------------------------------------- ONNX sessions
 
-_SESSIONS: dict[tuple[str, int, tuple[str, ...]], ort.InferenceSession] = {}
+_SESSIONS: dict[tuple[str, str | None, int, tuple[str, ...]], ort.InferenceSession] = {}
 _SESSIONS_LOCK = threading.Lock()
 
 
@@ -104,7 +107,8 @@ def default_providers() -> list[str]:
 def _session(
     weights: WeightsSource, threads: int, providers: Sequence[str]
 ) -> ort.InferenceSession:
-    key = (weights.key, threads, tuple(providers))
+    # The expected digest is part of the key, so a manifest naming another digest is checked.
+    key = (weights.key, weights.sha256, threads, tuple(providers))
     with _SESSIONS_LOCK:
         session = _SESSIONS.get(key)
         if session is None:
@@ -297,6 +301,28 @@ class _DetectorBase:
     def __init__(self, opts: _Options) -> None:
         self.every = opts.integer("every", 1, 1, 1000)
         self.fallback = opts.get("fallback", bool, False)
+        # Parts of the picture (fractions x0, y0, x1, y1) where this detector's finds count,
+        # e.g. the bands where a game draws its scoreboard; empty = everywhere.
+        areas = opts.table.get("areas", [])
+        try:
+            self.areas = np.array(areas, np.float64).reshape(-1, 4)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"{opts.where}: areas must be [[x0, y0, x1, y1], ...]") from exc
+
+    def within_areas(self, found: list[Detection], width: int, height: int) -> list[Detection]:
+        if not self.areas.size or not found:
+            return found
+        centres = np.array(
+            [((d.box[0] + d.box[2]) / 2 / width, (d.box[1] + d.box[3]) / 2 / height) for d in found]
+        )
+        a = self.areas
+        inside = (
+            (centres[:, None, 0] >= a[None, :, 0])
+            & (centres[:, None, 0] < a[None, :, 2])
+            & (centres[:, None, 1] >= a[None, :, 1])
+            & (centres[:, None, 1] < a[None, :, 3])
+        ).any(axis=1)
+        return [d for d, keep in zip(found, inside, strict=True) if keep]
 
 
 class RetinaFaceDetector(_DetectorBase):
@@ -506,15 +532,24 @@ class TextDetector(_DetectorBase):
 
 
 class SaliencyDetector(_DetectorBase):
-    """Spectral-residual saliency (Hou & Zhang, CVPR 2007) on a 64-pixel-wide thumbnail."""
+    """Salient object by colour contrast (frequency-tuned saliency, Achanta et al. 2009).
+
+    On an 80-pixel-wide thumbnail: each pixel's distance in Lab from the picture's mean
+    colour, weighted towards the centre (where the subject of a shot usually is). The
+    connected part above twice the mean with the most saliency mass is the object. Spectral
+    residual saliency was tried first and dropped: its FFT wraps around the picture edges and
+    made full-height streaks out of a single object.
+    """
 
     def __init__(self, opts: _Options, base: Path, threads: int, providers: Sequence[str]) -> None:
         super().__init__(opts)
         self.label = opts.get("label", str, "salient")
         self.label_names = (self.label,)
-        self.thumb = opts.integer("thumbnail_width", 64, 16, 512)
+        self.thumb = opts.integer("thumbnail_width", 80, 16, 512)
         self.max_boxes = opts.integer("max_boxes", 1, 1, 16)
         self.min_contrast = opts.number("min_contrast", 4.0, 0.0, 255.0)
+        self.threshold = opts.number("threshold", 2.0, 0.5, 20.0)
+        self.centre_sigma = opts.number("centre_sigma", 0.35, 0.05, 10.0)
 
     def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
         return [self._detect(f) for f in frames]
@@ -523,35 +558,31 @@ class SaliencyDetector(_DetectorBase):
         h, w = frame.shape[:2]
         tw = self.thumb
         th = max(8, round(h * tw / w))
-        gray = cv2.cvtColor(
-            cv2.resize(frame, (tw, th), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY
-        ).astype(np.float32)
-        if float(gray.std()) < self.min_contrast:
+        small = cv2.resize(frame, (tw, th), interpolation=cv2.INTER_AREA)
+        lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
+        if float(lab[..., 0].std()) < self.min_contrast and float(lab.std()) < self.min_contrast:
             return []  # a flat picture has nothing that stands out
-        spectrum = np.fft.fft2(gray)
-        log_amp = np.log(np.abs(spectrum) + 1e-6)
-        residual = log_amp - cv2.blur(log_amp, (3, 3))
-        saliency = np.abs(np.fft.ifft2(np.exp(residual + 1j * np.angle(spectrum)))) ** 2
-        saliency = cv2.GaussianBlur(saliency.astype(np.float32), (0, 0), 2.5)
-        threshold = 3.0 * float(saliency.mean())
-        mask = (saliency > threshold).astype(np.uint8)
-        count, _labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        smooth = cv2.GaussianBlur(lab, (0, 0), 1.0)
+        saliency = np.linalg.norm(smooth - lab.reshape(-1, 3).mean(axis=0), axis=2)
+        ys = (np.arange(th, dtype=np.float32) / th - 0.5)[:, None]
+        xs = (np.arange(tw, dtype=np.float32) / tw - 0.5)[None, :]
+        saliency *= np.exp(-(xs**2 + ys**2) / (2 * self.centre_sigma**2))
+        mean = float(saliency.mean())
+        if mean <= 0:
+            return []
+        mask = (saliency > self.threshold * mean).astype(np.uint8)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         if count <= 1:
             return []
-        area = stats[1:, cv2.CC_STAT_AREA]
-        order = np.argsort(-area)[: self.max_boxes]
+        mass = np.bincount(labels.ravel(), weights=saliency.ravel(), minlength=count)[1:]
+        order = np.argsort(-mass)[: self.max_boxes]
         sx, sy = w / tw, h / th
-        total = float(area.sum())
         found = []
         for i in order:
-            x, y, bw, bh = stats[1 + i, :4]
-            found.append(
-                Detection(
-                    (float(x * sx), float(y * sy), float((x + bw) * sx), float((y + bh) * sy)),
-                    self.label,
-                    float(area[i] / total),
-                )
-            )
+            x, y, bw, bh = (int(v) for v in stats[1 + i, :4])
+            box = (x * sx, y * sy, (x + bw) * sx, (y + bh) * sy)
+            found.append(Detection(box, self.label, float(mass[i] / mass.sum())))
         return found
 
 
@@ -598,6 +629,9 @@ class HealthBarDetector(_DetectorBase):
         self.max_aspect = opts.number("max_aspect", 20.0, 1.0, 100.0)
         self.body_height = opts.number("body_height", 1.5, 0.1, 10.0)  # in bar widths
         self.max_frame_value = opts.integer("frame_max_value", 90, 0, 255)
+        self.max_empty_value = opts.integer("empty_max_value", 70, 0, 255)
+        self.max_empty_chroma = opts.integer("empty_max_chroma", 30, 0, 255)
+        self.min_height = opts.number("min_bar_height", 0.007, 0.0, 1.0)  # of frame height
 
     def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
         return [self._detect(f) for f in frames]
@@ -625,12 +659,18 @@ class HealthBarDetector(_DetectorBase):
         fill = stats[1:, cv2.CC_STAT_AREA] / np.maximum(bw * bh, 1)
         aspect = bw / np.maximum(bh, 1)
         # Cheap shape tests first, so the frame checks below see only a few candidates.
+        # The coloured part alone is at least 1.5 times as wide as high (a bar down to about
+        # 15 % health); round marks such as minimap dots are not.
         cand = np.nonzero(
-            (fill > 0.6) & (bh >= 2) & (aspect <= self.max_aspect) & (bw <= self.max_width * sw)
+            (fill > 0.6)
+            & (bh >= max(2.0, self.min_height * small.shape[0]))
+            & (aspect >= 1.5)
+            & (aspect <= self.max_aspect)
+            & (bw <= self.max_width * sw)
         )[0]
         # A damaged bar shows less colour: its full width includes the dark (lost-health)
         # strip to the right of the colour, so size and aspect are checked on that.
-        full_w = bw[cand] + self._dark_extension(hsv[..., 2], x[cand], y[cand], bw[cand], bh[cand])
+        full_w = bw[cand] + self._dark_extension(hsv, x[cand], y[cand], bw[cand], bh[cand])
         shape_ok = (
             (full_w >= self.min_width * sw)
             & (full_w <= self.max_width * sw)
@@ -642,9 +682,10 @@ class HealthBarDetector(_DetectorBase):
         found = []
         for i in good:
             fw = float(full_w_of[int(i)])
-            x0 = x[i] - 0.1 * fw
-            x1 = x[i] + 1.1 * fw
-            y0 = y[i] - 0.5 * bh[i]  # name plate sits just above the bar
+            # Level badge left of the bar, name plate above it, the hero's body below it.
+            x0 = x[i] - 0.15 * fw
+            x1 = x[i] + 1.02 * fw
+            y0 = y[i] - 1.6 * bh[i]
             y1 = y[i] + bh[i] + self.body_height * fw
             score = float(min(1.0, 0.5 + 0.5 * fill[i]))
             found.append(
@@ -662,32 +703,45 @@ class HealthBarDetector(_DetectorBase):
         return found
 
     def _dark_extension(
-        self, value: np.ndarray, x: np.ndarray, y: np.ndarray, bw: np.ndarray, bh: np.ndarray
+        self, hsv: np.ndarray, x: np.ndarray, y: np.ndarray, bw: np.ndarray, bh: np.ndarray
     ) -> np.ndarray:
-        """How far a dark (lost-health) strip continues right of each coloured strip."""
+        """How far the grey-black lost-health part continues right of each coloured strip.
+
+        Dark *and* grey (low chroma, max - min of R, G, B): dark green brush next to a bar is
+        not its empty part. Chroma rather than HSV saturation, which JPEG noise makes
+        meaningless on near-black pixels.
+        """
         ext = np.zeros(x.size, np.int64)
-        width = value.shape[1]
+        width = hsv.shape[1]
         for i in range(x.size):  # per candidate bar (a handful), each run a vectorised slice
             start = x[i] + bw[i]
             if start >= width:
                 continue
-            run = value[y[i] + bh[i] // 2, start : start + 4 * bw[i]] <= self.max_frame_value
+            row = hsv[y[i] + bh[i] // 2, start : start + 4 * bw[i]]
+            chroma = row[:, 1].astype(np.int32) * row[:, 2] // 255
+            run = (row[:, 2] <= self.max_empty_value) & (chroma <= self.max_empty_chroma)
             ext[i] = run.size if run.all() else int(np.argmin(run))
         return ext
 
     def _has_dark_frame(
         self, value: np.ndarray, x: np.ndarray, y: np.ndarray, bw: np.ndarray, bh: np.ndarray
     ) -> np.ndarray:
-        """True where the rows just above and below a strip are mostly dark (the bar frame)."""
+        """True where the frame rows just above and below a strip are mostly dark.
+
+        Two rows are looked at on each side, darker one per column: after downscaling, the
+        frame's first row is often a blend with the bar colour.
+        """
         h, w = value.shape
         ok = np.zeros(x.size, bool)
         for i in range(x.size):  # per candidate bar, each check a vectorised slice
             x0, x1 = x[i], min(w, x[i] + bw[i])
-            above, below = y[i] - 1, y[i] + bh[i]
+            above, below = y[i] - 2, y[i] + bh[i] + 1
             if above < 0 or below >= h:
                 continue
-            dark_above = np.mean(value[above, x0:x1] <= self.max_frame_value)
-            dark_below = np.mean(value[below, x0:x1] <= self.max_frame_value)
+            rows_above = value[above : above + 2, x0:x1].min(axis=0)
+            rows_below = value[below - 1 : below + 1, x0:x1].min(axis=0)
+            dark_above = np.mean(rows_above <= self.max_frame_value)
+            dark_below = np.mean(rows_below <= self.max_frame_value)
             ok[i] = dark_above > 0.6 and dark_below > 0.6
         return ok
 
@@ -853,6 +907,11 @@ class RecognitionModel:
     def detect(self, frame_rgb: np.ndarray) -> list[Detection]:
         return self.detect_batch([frame_rgb])[0]
 
+    def reset(self) -> None:
+        """Forget per-stream state: the next call runs every detector (after a cut or seek)."""
+        self._passes = 0
+        self._cached.clear()
+
     def detect_batch(self, frames_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
         """Detect on several frames at once (one session run per detector where it batches).
 
@@ -868,7 +927,10 @@ class RecognitionModel:
                 continue
             cached = self._cached.get(index)
             if self._passes % detector.every == 0 or cached is None or len(cached) != n:
-                cached = detector.detect_batch(frames_rgb)
+                cached = [
+                    detector.within_areas(found, f.shape[1], f.shape[0])
+                    for f, found in zip(frames_rgb, detector.detect_batch(frames_rgb), strict=True)
+                ]
                 self._cached[index] = cached
             for out, found in zip(results, cached, strict=True):
                 out.extend(found)
@@ -876,7 +938,8 @@ class RecognitionModel:
         for i, frame in enumerate(frames_rgb):
             if not results[i]:
                 for detector in fallbacks:
-                    results[i].extend(detector.detect_batch([frame])[0])
+                    found = detector.detect_batch([frame])[0]
+                    results[i].extend(detector.within_areas(found, frame.shape[1], frame.shape[0]))
                     if results[i]:
                         break
             h, w = frame.shape[:2]
@@ -913,6 +976,7 @@ def _parse_ranking(table: Any, where: str) -> RankingPolicy:
             merge_gap=opts.number("merge_gap", 0.0, 0.0, 10.0),
             shrink=opts.get("shrink", bool, True),
             max_count=opts.integer("max_count", 0, 0, 64),
+            drop_nested=opts.get("drop_nested", bool, False),
         )
     return RankingPolicy(labels=labels)
 

@@ -79,6 +79,19 @@ def merge_near(boxes: np.ndarray, scores: np.ndarray, gap: float) -> tuple[np.nd
     return boxes, scores
 
 
+def drop_nested(boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop boxes lying 80 % or more inside a larger box."""
+    ix0 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
+    iy0 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    ix1 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
+    iy1 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    inside = (inter >= 0.8 * area[:, None]) & (area[None, :] > area[:, None])
+    nested = inside.any(axis=1)
+    return boxes[~nested], scores[~nested]
+
+
 def prepare_detections(
     detections: list[Detection], ranking: RankingPolicy, width: int, height: int
 ) -> list[Detection]:
@@ -103,6 +116,8 @@ def prepare_detections(
             iou = box_iou(boxes, boxes)
             duplicate = np.triu(iou > 0.5, k=1).any(axis=0)
             boxes, scores = boxes[~duplicate], scores[~duplicate]
+        if policy.drop_nested and len(boxes) > 1:
+            boxes, scores = drop_nested(boxes, scores)
         if policy.merge_gap > 0:
             boxes, scores = merge_near(boxes, scores, policy.merge_gap)
         out.extend(

@@ -1,0 +1,133 @@
+"""The model registry: built-in manifests, an operator's directory, clear errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.roi.detect import (
+    BUILTIN_MODELS_DIR,
+    MODELS_DIR_ENV,
+    BoxDetector,
+    ModelError,
+    RecognitionModel,
+    load_model,
+    model_names,
+)
+
+BUILTIN = ("General", "LiveShows", "NBA2K", "HonorOfKings")
+YOLO = BUILTIN_MODELS_DIR / "weights" / "yolov3_tiny_coco"
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_each_builtin_manifest_loads(name: str) -> None:
+    model = load_model(name)
+    assert isinstance(model, RecognitionModel)
+    assert model.name == name
+    assert model.detectors
+    # Every label a detector can produce has a ranking policy in the manifest.
+    for label in model.labels:
+        assert label in model.ranking.labels, f"{name}: no [label.{label}]"
+
+
+def test_names_are_case_insensitive_and_listed() -> None:
+    assert set(BUILTIN) <= set(model_names())
+    assert load_model("liveshows").name == "LiveShows"
+
+
+def test_unknown_model_names_the_known_ones() -> None:
+    with pytest.raises(ModelError, match="unknown recognition model 'Chess'.*General"):
+        load_model("Chess")
+
+
+def test_threads_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        load_model("General", threads=0)
+
+
+def _operator_manifest(directory: Path, name: str, weights: str) -> Path:
+    folder = directory / name.lower()
+    folder.mkdir(parents=True)
+    shutil.copy(YOLO / "coco.names", folder / "classes.txt")
+    (folder / "manifest.toml").write_text(
+        f"""
+name = "{name}"
+description = "cars only"
+
+[[detector]]
+kind = "boxes"
+weights = "{weights}"
+class_names = "classes.txt"
+score_threshold = 0.4
+labels = {{ car = "car" }}
+
+[label.car]
+priority = 0
+qp_weight = 0.8
+"""
+    )
+    return folder
+
+
+def test_operator_directory_adds_a_model(tmp_path: Path, monkeypatch) -> None:
+    folder = _operator_manifest(tmp_path, "Traffic", "model.onnx")
+    shutil.copy(YOLO / "yolov3-tiny.onnx", folder / "model.onnx")
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path))
+    assert "Traffic" in model_names()
+    model = load_model("traffic")
+    assert isinstance(model.detectors[0], BoxDetector)
+    assert model.labels == ("car",)
+    assert model.ranking.for_label("car").qp_weight == 0.8
+    assert model.detect(np.full((360, 640, 3), 100, np.uint8)) == []
+
+
+def test_operator_model_may_not_take_a_builtin_name(tmp_path: Path) -> None:
+    _operator_manifest(tmp_path, "General", str(YOLO / "yolov3-tiny.onnx"))
+    with pytest.raises(ModelError, match="already used"):
+        load_model("General", models_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('description = "x"', "field 'name' is required"),
+        ('name = "Bad"', "at least one \\[\\[detector\\]\\]"),
+        ('name = "Bad"\n[[detector]]\nkind = "magic"', "unknown kind 'magic'"),
+        (
+            'name = "Bad"\n[[detector]]\nkind = "retinaface"\nweights = "nope.onnx"',
+            "nope.onnx does not exist",
+        ),
+        (
+            'name = "Bad"\n[[detector]]\nkind = "retinaface"\n'
+            'weights = "package:retinaface.weights:WEIGHTS"\nsha256 = "00"',
+            "sha256 differs",
+        ),
+        (
+            'name = "Bad"\n[[detector]]\nkind = "retinaface"\n'
+            'weights = "package:retinaface.weights:WEIGHTS"\nscore_threshold = 3',
+            "'score_threshold'=3.0 is outside",
+        ),
+        ('name = "Bad"\n[[detector]\n', "manifest.toml"),
+    ],
+)
+def test_bad_manifests_say_what_is_wrong(tmp_path: Path, body: str, message: str) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "manifest.toml").write_text(body)
+    with pytest.raises(ModelError, match=message):
+        load_model("Bad", models_dir=tmp_path)
+
+
+def test_cuda_is_preferred_when_onnxruntime_offers_it() -> None:
+    import onnxruntime as ort
+
+    from app.roi.detect import default_providers
+
+    providers = default_providers()
+    assert providers[-1] == "CPUExecutionProvider"
+    assert ("CUDAExecutionProvider" in providers) == (
+        "CUDAExecutionProvider" in ort.get_available_providers()
+    )
