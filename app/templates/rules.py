@@ -189,6 +189,11 @@ def stored_name(name: str) -> str:
     return NAME_PREFIX + check_name(name)
 
 
+def is_stored_name(name: str) -> bool:
+    """Whether ``name`` could name a stored template (``roi`` + a valid name)."""
+    return name.startswith(NAME_PREFIX) and bool(_NAME_RE.fullmatch(name[len(NAME_PREFIX) :]))
+
+
 class TemplateSettings(BaseModel):
     """What one version of a template says: the model and the encoding knobs."""
 

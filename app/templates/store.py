@@ -48,7 +48,13 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect, RowMapping, make_url
 from sqlalchemy.exc import IntegrityError
 
-from app.templates.rules import Model, TemplateCreate, TemplatePatch, TemplateSettings
+from app.templates.rules import (
+    Model,
+    TemplateCreate,
+    TemplatePatch,
+    TemplateSettings,
+    is_stored_name,
+)
 
 log = logging.getLogger("app.templates")
 
@@ -343,6 +349,9 @@ class TemplateStore:
 
     def find(self, name: str, now: datetime | None = None) -> TemplateState | None:
         as_of = now or self.now()
+        if not is_stored_name(name):
+            # Cannot exist; and arbitrary text (a NUL byte, say) never reaches the database.
+            return None
         with self._engine.connect() as conn:
             return next(iter(self._load(conn, name, as_of)), None)
 
@@ -391,6 +400,8 @@ class TemplateStore:
         edit.
         """
         now = self.now()
+        if not is_stored_name(name):
+            raise TemplateNotFoundError(name)
         with self._writer.begin() as conn:
             locked = conn.execute(
                 select(_templates.c.name).where(_templates.c.name == name).with_for_update()
@@ -423,6 +434,8 @@ class TemplateStore:
         return state
 
     def delete(self, name: str) -> None:
+        if not is_stored_name(name):
+            raise TemplateNotFoundError(name)
         with self._writer.begin() as conn:
             conn.execute(delete(_versions).where(_versions.c.template_name == name))
             gone = conn.execute(delete(_templates).where(_templates.c.name == name)).rowcount

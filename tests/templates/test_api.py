@@ -235,3 +235,10 @@ def test_console_is_served(client: TestClient) -> None:
     assert script.status_code == 200 and "roi-templates" in script.text
     assert client.get("/console/console.css").status_code == 200
     assert client.get("/console/nope.js").status_code == 404
+
+
+@pytest.mark.parametrize("path_name", ["%00", "roi%00", "%F0%9F%98%80", "x" * 3000, "roi.."])
+def test_odd_path_names_are_404(client: TestClient, path_name: str) -> None:
+    for method in ("get", "delete"):
+        assert client.request(method, f"{URL}/{path_name}").status_code == 404
+    assert client.patch(f"{URL}/{path_name}", json={}).status_code == 404

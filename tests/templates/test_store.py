@@ -190,7 +190,19 @@ def test_names_are_unique(store: TemplateStore) -> None:
     assert [s.name for s in store.list()] == ["roiFace1", "roiface1"]
 
 
-def test_unknown_names(store: TemplateStore) -> None:
+@pytest.mark.parametrize("name", ["roinope", "face1", "roi\x00", "roi" + "a" * 5000, "ROIa", ""])
+def test_unknown_names(store: TemplateStore, name: str) -> None:
+    assert store.find(name) is None
+    assert store.in_force(name) is None
+    assert store.pending(name) is None
+    with pytest.raises(TemplateNotFoundError):
+        store.edit(name, TemplatePatch(delta_qp=1))
+    with pytest.raises(TemplateNotFoundError):
+        store.delete(name)
+
+
+def test_unknown_names_next_to_known_ones(store: TemplateStore) -> None:
+    _create(store, "nope1")
     assert store.find("roinope") is None
     assert store.in_force("roinope") is None
     assert store.pending("roinope") is None
