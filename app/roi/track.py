@@ -204,6 +204,7 @@ class _Track:
     last_seen: int  # frame number of the last detection that matched
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))
     hits: int = 1
+    misses: int = 0  # detection passes in a row that did not see it
 
     def centre(self) -> np.ndarray:
         return (self.box[:2] + self.box[2:]) / 2
@@ -214,8 +215,10 @@ class RegionTracker:
 
     ``ranking``: a ``RecognitionModel`` (its manifest's ranking) or a ``RankingPolicy``.
     ``smoothing``: weight of the track's predicted box against a new detection (0 = jump).
-    ``hold_frames``: how long a track outlives its last detection; at least 2.5 detection
-    intervals, measured from the calls, so a single missed pass never drops a region.
+    A track missed by a detection pass is held: it goes only once it has been missed by more
+    than ``max_misses`` passes in a row *and* not seen for more than ``hold_frames`` frames.
+    So one missed pass never drops a region, whether detection runs every frame or every N.
+    ``max_age_frames`` bounds the hold when detection stops altogether (``None`` calls only).
     """
 
     def __init__(
@@ -226,6 +229,8 @@ class RegionTracker:
         *,
         smoothing: float = 0.4,
         hold_frames: int = 8,
+        max_misses: int = 1,
+        max_age_frames: int = 150,
         match_iou: float = 0.2,
     ) -> None:
         if not 0.0 <= smoothing < 1.0:
@@ -235,27 +240,25 @@ class RegionTracker:
         self.max_regions = max_regions
         self.smoothing = smoothing
         self.hold_frames = hold_frames
+        self.max_misses = max_misses
+        self.max_age_frames = max_age_frames
         self.match_iou = match_iou
         self.frame = 0
         self.tracks: list[_Track] = []
         self._next_id = 1
-        self._last_detection_frame: int | None = None
-        self._interval = 1.0
 
-    @property
-    def hold(self) -> int:
-        return max(self.hold_frames, math.ceil(2.5 * self._interval))
+    def _alive(self, track: _Track) -> bool:
+        unseen = self.frame - track.last_seen
+        if unseen > self.max_age_frames:
+            return False
+        return track.misses <= self.max_misses or unseen <= self.hold_frames
 
     def update(self, detections: list[Detection] | None, width: int, height: int) -> list[Region]:
         self.frame += 1
         self._predict()
         if detections is not None:
-            if self._last_detection_frame is not None:
-                gap = self.frame - self._last_detection_frame
-                self._interval = 0.7 * self._interval + 0.3 * gap
-            self._last_detection_frame = self.frame
             self._correct(prepare_detections(detections, self.ranking, width, height))
-        self.tracks = [t for t in self.tracks if self.frame - t.last_seen <= self.hold]
+        self.tracks = [t for t in self.tracks if self._alive(t)]
         return self.regions(width, height)
 
     def regions(self, width: int, height: int) -> list[Region]:
@@ -291,6 +294,8 @@ class RegionTracker:
             t.velocity = t.velocity * 0.9  # coast to a stop rather than fly off
 
     def _correct(self, detections: list[Detection]) -> None:
+        for t in self.tracks:
+            t.misses += 1  # reset by _absorb for the tracks this pass sees
         unmatched = list(range(len(detections)))
         if self.tracks and detections:
             det_boxes = np.array([d.box for d in detections])
@@ -329,6 +334,7 @@ class RegionTracker:
         track.score = 0.5 * track.score + 0.5 * d.score
         track.last_seen = self.frame
         track.hits += 1
+        track.misses = 0
 
 
 class DetectionScheduler:
