@@ -252,7 +252,14 @@ class RtmpConnection(asyncio.Protocol):
             case rtmp.Closed():
                 self.close("peer closed the connection")
             case rtmp.Connected(app, tc_url, _params):
-                log.debug("%s: connected to app %r (%s)", self.peer, app, tc_url)
+                scheme = self.session.handshake_scheme
+                log.debug(
+                    "%s: connected to app %r (%s), %s handshake",
+                    self.peer,
+                    app,
+                    tc_url,
+                    "plain" if scheme is None else f"digest scheme {scheme}",
+                )
 
     def _on_media(self, stream_id: int, kind: int, timestamp: int, payload: bytes) -> None:
         stream = self._publishers.get(stream_id)

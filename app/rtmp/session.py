@@ -631,7 +631,6 @@ class RtmpServerSession:
         )
         self._send_status(stream_id, "status", "NetStream.Play.Start", f"Started playing {name}.")
         self._send_data(stream_id, "|RtmpSampleAccess", True, True)
-        self._send_data(stream_id, "onStatus", {"code": "NetStream.Data.Start"})
 
     def refuse_play(
         self,
