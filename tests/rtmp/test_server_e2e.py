@@ -10,6 +10,7 @@ import os
 import shutil
 import struct
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -64,8 +65,9 @@ async def start_relay() -> AsyncIterator[StartRelay]:
     servers: list[RtmpServer] = []
 
     async def start(**settings: Any) -> Relay:
-        hub = Hub()
-        server = RtmpServer(hub, Settings(**settings), play_wait_seconds=2.0)
+        config = Settings(**settings)
+        hub = Hub(player_queue_seconds=config.player_queue_seconds)
+        server = RtmpServer(hub, config, play_wait_seconds=2.0)
         await server.start("127.0.0.1", 0)
         servers.append(server)
         return Relay(hub, server)
@@ -471,3 +473,99 @@ async def test_bad_input_closes_only_that_connection_while_a_stream_flows(
     ):
         assert reason in log_text, reason
     assert relay.server.counters.protocol_errors >= 7
+
+
+# ----------------------------------------------------------------------------- flow control
+
+
+def fake_video(keyframe: bool, size: int) -> bytes:
+    return bytes([0x17 if keyframe else 0x27, 1, 0, 0, 0]) + bytes(size)
+
+
+def publish_fast(port: int, name: str, frames: int, size: int, go: threading.Event) -> float:
+    """Publishes synthetic H.264 tags as fast as the socket takes them, once ``go`` is set;
+    returns the seconds that took."""
+    client = SocketClient(port)
+    client.handshake_and_connect()
+    client.send(client.proto.command("createStream", None))
+    client.wait_for(lambda: sum(c[0] == "_result" for c in client.proto.commands()) == 2)
+    client.send(client.proto.command("publish", None, name, "live", stream_id=1))
+    client.wait_for(
+        lambda: any(s["code"] == "NetStream.Publish.Start" for s in client.proto.statuses())
+    )
+    writer = client.proto.writer
+    client.send(writer.set_chunk_size(65536))
+    client.send(writer.write(6, MessageType.VIDEO, 1, 0, bytes([0x17, 0, 0, 0, 0]) + b"avcC"))
+    assert go.wait(10)
+    started = time.monotonic()
+    for i in range(frames):
+        client.send(writer.write(6, MessageType.VIDEO, 1, i * 40, fake_video(i % 25 == 0, size)))
+    elapsed = time.monotonic() - started
+    client.close()
+    return elapsed
+
+
+def play_raw(port: int, name: str, read: bool, frames_wanted: int = 0) -> SocketClient:
+    client = SocketClient(port, timeout=20)
+    client.handshake_and_connect()
+    client.send(client.proto.command("createStream", None))
+    client.wait_for(lambda: sum(c[0] == "_result" for c in client.proto.commands()) == 2)
+    client.send(client.proto.command("play", None, name, stream_id=1))
+    if read:
+        client.wait_for(
+            lambda: len(client.proto.of_type(MessageType.VIDEO)) >= frames_wanted, timeout=20
+        )
+    return client
+
+
+async def test_a_player_that_never_reads_slows_nobody(start_relay: StartRelay) -> None:
+    relay = await start_relay(player_queue_seconds=0.5)
+    port = relay.server.port
+    frames, size = 400, 100_000  # 40 MB: far beyond what socket buffers absorb
+    go = threading.Event()
+    publisher = asyncio.create_task(asyncio.to_thread(publish_fast, port, "flow", frames, size, go))
+    stream = await relay.wait_live("live", "flow")
+    stuck = await asyncio.to_thread(play_raw, port, "flow", False)
+    healthy = asyncio.create_task(asyncio.to_thread(play_raw, port, "flow", True, 60))
+    while len(stream.output.subscriptions) < 2:
+        await asyncio.sleep(0.01)
+    go.set()
+    elapsed = await publisher
+    reader = await healthy
+    assert elapsed < 20
+    # The healthy player read on; the stuck one was skipped ahead by the hub instead of
+    # holding the publisher or growing without bound in our write buffer.
+    assert len(reader.proto.of_type(MessageType.VIDEO)) >= 60
+    assert stream.output.dropped_frames > 0
+    buffered = [
+        c.transport.get_write_buffer_size() for c in relay.server.connections if c.transport
+    ]
+    assert max(buffered) < 8 * 1024 * 1024
+    stuck.close()
+    reader.close()
+
+
+async def test_silent_clients_are_closed(start_relay: StartRelay) -> None:
+    relay = await start_relay()
+    relay.server.handshake_timeout = 1.0
+    relay.server.idle_timeout = 1.5
+    port = relay.server.port
+
+    def silent_from_the_start() -> bool:
+        return SocketClient(port).closed_by_server(timeout=5)
+
+    def silent_publisher() -> bool:
+        client = SocketClient(port)
+        client.handshake_and_connect()
+        client.send(client.proto.command("createStream", None))
+        client.wait_for(lambda: sum(c[0] == "_result" for c in client.proto.commands()) == 2)
+        client.send(client.proto.command("publish", None, "quiet", "live", stream_id=1))
+        return client.closed_by_server(timeout=6)
+
+    started = time.monotonic()
+    results = await asyncio.gather(
+        asyncio.to_thread(silent_from_the_start), asyncio.to_thread(silent_publisher)
+    )
+    assert results == [True, True]
+    assert time.monotonic() - started < 6
+    assert relay.hub.get(StreamKey("live", "quiet")) is None
