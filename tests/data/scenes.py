@@ -7,7 +7,7 @@ bench/models.py see the same pictures without storing them:
   (labels.json), pasted as tiles onto CC0 backgrounds at face widths of 40-220 px, with
   brightness changes, mirroring and JPEG compression.
 * ``negative_frames``: pictures with no face, person, ball or hero (flat grey, gradients,
-  CC0 textures and photos of a cat, coffee, a rocket, a motorbike).
+  CC0 textures and photos of a cat, coffee, a rocket).
 * ``court_frames``: a rendered basketball-game picture: wooden court, players (the photo
   tiles cut to their person boxes), an orange ball and a scoreboard band.
 * ``moba_frames``: a rendered top-down MOBA picture in the visual language of Honor of
@@ -37,7 +37,6 @@ NEGATIVES = (
     "chelsea.jpg",
     "coffee.jpg",
     "rocket.jpg",
-    "motorcycle.jpg",
     "brick.jpg",
     "grass.jpg",
     "gravel.jpg",
