@@ -33,9 +33,20 @@ import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
-BUILTIN_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 MODELS_DIR_ENV = "ROI_RELAY_MODELS_DIR"
 MANIFEST_NAME = "manifest.toml"
+
+
+def _builtin_models_dir() -> Path:
+    """models/ of the source tree; for a non-editable install, ./models of the working dir."""
+    beside_source = Path(__file__).resolve().parents[2] / "models"
+    for candidate in (beside_source, Path.cwd() / "models"):
+        if (candidate / "general" / MANIFEST_NAME).is_file():
+            return candidate
+    return beside_source
+
+
+BUILTIN_MODELS_DIR = _builtin_models_dir()
 
 
 class ModelError(Exception):
@@ -606,6 +617,9 @@ def _hsv_mask(hsv: np.ndarray, ranges: Sequence[_HsvRange]) -> np.ndarray:
     return mask
 
 
+MAX_BAR_CANDIDATES = 200
+
+
 class HealthBarDetector(_DetectorBase):
     """Heroes in a MOBA picture, found by the health bar drawn over each hero.
 
@@ -668,6 +682,9 @@ class HealthBarDetector(_DetectorBase):
             & (aspect <= self.max_aspect)
             & (bw <= self.max_width * sw)
         )[0]
+        # A busy picture (grass, confetti) can pass the cheap tests many times over: the
+        # frame checks look at the widest candidates only, which bounds their cost.
+        cand = cand[np.argsort(-bw[cand], kind="stable")[:MAX_BAR_CANDIDATES]]
         # A damaged bar shows less colour: its full width includes the dark (lost-health)
         # strip to the right of the colour, so size and aspect are checked on that.
         full_w = bw[cand] + self._dark_extension(hsv, x[cand], y[cand], bw[cand], bh[cand])
@@ -1010,10 +1027,10 @@ def model_manifests(extra_dir: str | os.PathLike[str] | None = None) -> dict[str
     models and may not reuse a built-in name (that is an error rather than a silent override).
     """
     found: dict[str, ModelManifest] = {}
-    dirs = [BUILTIN_MODELS_DIR]
+    dirs = [BUILTIN_MODELS_DIR.resolve()]
     extra = extra_dir if extra_dir is not None else os.environ.get(MODELS_DIR_ENV)
-    if extra:
-        dirs.append(Path(extra))
+    if extra and Path(extra).resolve() not in dirs:  # the built-in folder named again: once
+        dirs.append(Path(extra).resolve())
     for directory in dirs:
         for path in _manifest_paths(directory):
             manifest = read_manifest(path)

@@ -131,3 +131,9 @@ def test_cuda_is_preferred_when_onnxruntime_offers_it() -> None:
     assert ("CUDAExecutionProvider" in providers) == (
         "CUDAExecutionProvider" in ort.get_available_providers()
     )
+
+
+def test_naming_the_builtin_folder_as_the_operator_folder_is_harmless(monkeypatch) -> None:
+    # The Docker image points ROI_RELAY_MODELS_DIR at the shipped models/ folder.
+    monkeypatch.setenv(MODELS_DIR_ENV, str(BUILTIN_MODELS_DIR))
+    assert set(BUILTIN) <= set(model_names())
