@@ -265,6 +265,20 @@ def test_ultrafast_preset_keeps_adaptive_quantisation_so_roi_still_applies(ffmpe
     assert not any("Adaptive quantization" in w for w in warnings_in(ffmpeg_log))
 
 
+def test_without_adaptive_quantisation_x264_drops_roi_with_a_warning(ffmpeg_log) -> None:
+    """The failure our options prevent, shown on an encoder opened without them."""
+    context = av.CodecContext.create("libx264", "w")
+    assert isinstance(context, av.VideoCodecContext)
+    context.width, context.height, context.pix_fmt = W, H, "yuv420p"
+    context.time_base, context.framerate, context.bit_rate = MS, FPS, 500_000
+    context.options = {"preset": "ultrafast", "tune": "zerolatency"}  # ultrafast: aq-mode 0
+    context.open()
+    attach = RoiSideData(W, H, "yuv420p", MS)
+    for frame in noise_frames(2):
+        context.encode(attach.attach(frame, [Region(0, 0, 32, 32, -5)]))
+    assert any("Adaptive quantization must be enabled" in w for w in warnings_in(ffmpeg_log))
+
+
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:
     mse = np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2)
     return float(10 * np.log10(255**2 / max(mse, 1e-12)))
