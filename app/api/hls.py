@@ -18,7 +18,7 @@ def hls_router(
     hub: Hub,
     segment_seconds: float = 1.0,
     window: int = 6,
-    first_segment_timeout: float = 15.0,
+    ready_timeout: float = 15.0,
     service: HlsService | None = None,
 ) -> APIRouter:
     """Routes for HLS; ``segment_seconds``/``window`` come from Settings.hls_segment_seconds
@@ -33,18 +33,18 @@ def hls_router(
         responses={
             200: {"content": {PLAYLIST_TYPE: {}}},
             404: {"description": "Not live"},
-            503: {"description": "No segment yet (no keyframe within the wait)"},
+            503: {"description": "Not enough segments yet (no keyframes within the wait)"},
         },
     )
     async def playlist(app: str, stream: str) -> Response:
         key = StreamKey(app, stream)
-        session = hls.session(key, start=True)
+        session = hls.session(key)
         if session is None:
             raise HTTPException(status_code=404, detail=f"stream {key} is not live")
-        if not await session.wait_ready(first_segment_timeout):
+        if not await session.wait_ready(ready_timeout):
             raise HTTPException(
                 status_code=503,
-                detail=f"stream {key} has no complete HLS segment yet (no keyframe)",
+                detail=f"stream {key} has too few HLS segments yet (keyframes too far apart)",
                 headers={"Retry-After": "2"},
             )
         base = f"{quote(stream, safe='')}/hls/{session.token}"

@@ -13,12 +13,12 @@ Choices, and why:
   disk. Memory stays bounded: the window plus two retired segments (still fetchable by a
   player that read the playlist just before they slid out) plus one open segment, which is
   dropped if it grows past ``MAX_SEGMENT_BYTES`` without a keyframe to cut at.
-* Muxing starts on demand, at the first playlist request for a stream, and stops after
-  ``idle_timeout`` seconds without requests. Muxing re-packs bytes and re-encodes nothing, so
-  it would be cheap for every stream, but on demand costs nothing at all for the many
-  streams nobody watches over HLS. The first viewer does not wait for a whole new GOP: the
-  subscription starts with the hub's cached GOP, so the first segment is ready at the next
-  keyframe after the target duration.
+* Muxing runs for every live stream from its first packet. It re-packs bytes and re-encodes
+  nothing (well under a millisecond per frame), and a player that arrives finds a full
+  playlist at once: players start three target durations from the live edge, and Chrome's
+  native HLS refuses a live playlist with fewer than three segments (RFC 8216 6.2.2 asks the
+  server for three target durations too), so starting on the first request would make
+  every first viewer wait for three new segments.
 * Video and SEI pass through untouched (FLV AVCC to Annex-B only), so the per-frame ROI SEI
   reaches HLS players too.
 """
@@ -319,45 +319,40 @@ class HlsPlaylist:
 
 
 class HlsSession:
-    """One stream's HLS muxer: reads the stream's output track until it ends or goes idle."""
+    """One stream's HLS muxer: reads the stream's output track until the stream ends."""
 
-    def __init__(
-        self, stream: Stream, segment_seconds: float, window: int, idle_timeout: float
-    ) -> None:
+    def __init__(self, stream: Stream, segment_seconds: float, window: int) -> None:
         self.stream = stream
         self.token = secrets.token_hex(4)
         self.segmenter = HlsSegmenter(segment_seconds)
         self.playlist = HlsPlaylist(window, segment_seconds)
-        self.idle_timeout = idle_timeout
-        self.last_access = time.monotonic()
+        # Segments a playlist holds before it is served (see the module notes).
+        self.ready_segments = min(3, window)
         self.finished_at: float | None = None
-        self.stopped_idle = False
         self._changed = asyncio.Event()
+        # Subscribed here, not in the task: nothing the stream sends may be missed.
+        self._sub = stream.output.subscribe("hls")
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     @property
     def finished(self) -> bool:
         return self.finished_at is not None
 
-    def touch(self) -> None:
-        self.last_access = time.monotonic()
+    @property
+    def ready(self) -> bool:
+        return len(self.playlist.segments) >= self.ready_segments or self.playlist.ended
 
     async def _run(self) -> None:
-        sub = self.stream.output.subscribe("hls")
         try:
-            while (packet := await sub.get()) is not None:
+            while (packet := await self._sub.get()) is not None:
                 for segment in self.segmenter.feed(packet, time.time()):
                     self._publish(segment)
-                if time.monotonic() - self.last_access > self.idle_timeout:
-                    log.info("HLS for %s stopped: no requests", self.stream.key)
-                    self.stopped_idle = True
-                    return
             last = self.segmenter.finish()
             if last is not None:
                 self._publish(last)
             self.playlist.ended = True
         finally:
-            sub.close()
+            self._sub.close()
             self.finished_at = time.monotonic()
             self._changed.set()
 
@@ -366,72 +361,75 @@ class HlsSession:
         self._changed.set()
 
     async def wait_ready(self, timeout: float) -> bool:
-        """Waits until the playlist has a segment (or the stream ended); False on timeout."""
+        """Waits until the playlist can be served; False on timeout."""
         deadline = time.monotonic() + timeout
-        while not self.playlist.segments and not self.finished:
+        while not self.ready:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
-        return bool(self.playlist.segments) or self.playlist.ended
+        return True
 
     def cancel(self) -> None:
         self._task.cancel()
 
 
 class HlsService:
-    """The HLS sessions of a hub, started on the first playlist request of a stream."""
+    """The HLS sessions of a hub: one per live stream, started when the stream opens."""
 
     def __init__(
         self,
         hub: Hub,
         segment_seconds: float = 1.0,
         window: int = 6,
-        idle_timeout: float | None = None,
         ended_linger: float | None = None,
     ) -> None:
         self.hub = hub
         self.segment_seconds = segment_seconds
         self.window = window
-        window_seconds = segment_seconds * window
-        # Players poll about once a segment; a minute of silence means nobody is watching.
-        self.idle_timeout = (
-            idle_timeout if idle_timeout is not None else max(60.0, 3 * window_seconds)
-        )
-        # An ended playlist (with EXT-X-ENDLIST) stays readable so players see the end.
+        # An ended playlist (with EXT-X-ENDLIST) stays readable a while so players see the end.
         self.ended_linger = (
-            ended_linger if ended_linger is not None else max(30.0, 2 * window_seconds)
+            ended_linger if ended_linger is not None else max(30.0, 2 * segment_seconds * window)
         )
         self._sessions: dict[StreamKey, HlsSession] = {}
+        hub.on_stream_opened.append(self._on_opened)
+        hub.on_stream_closed.append(self._on_closed)
+
+    def _on_opened(self, stream: Stream) -> None:
+        self._sweep()
+        self._start(stream)
+
+    def _on_closed(self, stream: Stream) -> None:
+        self._sweep()
+
+    def _start(self, stream: Stream) -> HlsSession:
+        current = self._sessions.get(stream.key)
+        if current is not None:
+            current.cancel()
+        session = HlsSession(stream, self.segment_seconds, self.window)
+        self._sessions[stream.key] = session
+        return session
 
     def _sweep(self) -> None:
         now = time.monotonic()
         for key, session in list(self._sessions.items()):
-            if session.stopped_idle or (
-                session.finished_at is not None and now - session.finished_at > self.ended_linger
-            ):
+            if session.finished_at is not None and now - session.finished_at > self.ended_linger:
                 del self._sessions[key]
 
-    def session(self, key: StreamKey, start: bool) -> HlsSession | None:
-        """The stream's session; a new one when ``start`` and the stream is live without one."""
+    def session(self, key: StreamKey) -> HlsSession | None:
+        """The live stream's session (started late for a stream that opened before this
+        service existed), or a recently ended one, or None."""
         self._sweep()
         live = self.hub.get(key)
         current = self._sessions.get(key)
         if live is not None and (current is None or current.stream is not live):
-            if not start:
-                return None
-            if current is not None:
-                current.cancel()
-            current = HlsSession(live, self.segment_seconds, self.window, self.idle_timeout)
-            self._sessions[key] = current
-        if current is not None:
-            current.touch()
+            current = self._start(live)
         return current
 
     def segment(self, key: StreamKey, token: str, sequence: int) -> HlsSegment | None:
-        session = self.session(key, start=False)
+        session = self._sessions.get(key)
         if session is None or session.token != token:
             return None
         return session.playlist.get(sequence)
@@ -440,3 +438,7 @@ class HlsService:
         for session in self._sessions.values():
             session.cancel()
         self._sessions.clear()
+        if self._on_opened in self.hub.on_stream_opened:
+            self.hub.on_stream_opened.remove(self._on_opened)
+        if self._on_closed in self.hub.on_stream_closed:
+            self.hub.on_stream_closed.remove(self._on_closed)

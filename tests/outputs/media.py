@@ -188,3 +188,18 @@ def play_sei(url: str, timeout: float = 20.0) -> dict[int, str]:
             if text is not None:
                 found[round(float(frame.pts * frame.time_base) * 1000)] = text
     return found
+
+
+def face_box(index: int, width: int = 320, height: int = 240) -> Region:
+    """A 64x64 "face" drifting one pixel per frame (so a region one frame off shows)."""
+    left = 40 + index % (width - 120)
+    top = 60 + (index // 2) % (height - 140)
+    return Region(top, left, top + 64, left + 64, -6, "face", 0.93)
+
+
+def face_frame(index: int, width: int, height: int) -> np.ndarray:
+    """The grey background with a white block where ``face_box`` says the face is."""
+    img = gray_frame(index, width, height)
+    box = face_box(index, width, height)
+    img[box.top : box.bottom, box.left : box.right] = 250
+    return img

@@ -251,30 +251,49 @@ def test_adts_header_from_audio_specific_config() -> None:
     assert ((frame[3] & 3) << 11) | (frame[4] << 3) | (frame[5] >> 5) == 107
 
 
-async def test_service_stops_when_idle_and_restarts_on_request(clip: list[MediaPacket]) -> None:
+async def test_service_muxes_every_stream_from_its_start(clip: list[MediaPacket]) -> None:
     hub = Hub()
-    key = StreamKey("live", "idle")
+    service = HlsService(hub, segment_seconds=1.0, window=3, ended_linger=0.2)
+    key = StreamKey("live", "s")
     stream = hub.open_publisher(key, {}, "test")
-    service = HlsService(hub, segment_seconds=1.0, window=3, idle_timeout=0.2)
-    session = service.session(key, start=True)
-    assert session is not None
-    for packet in clip[:20]:
+    session = service.session(key)
+    assert session is not None and not session.ready
+    for packet in clip:
         stream.source.push(packet)
-    await asyncio.sleep(0.05)
-    assert not session.finished
-    await asyncio.sleep(0.3)
-    for packet in clip[20:40]:
-        stream.source.push(packet)
-    await asyncio.sleep(0.05)
-    assert session.stopped_idle and session.finished, "no requests for a while: muxing stops"
-    assert not stream.output.subscriptions
-    again = service.session(key, start=True)
-    assert again is not None and again is not session
+        await asyncio.sleep(0)  # the muxer keeps up, as it does with a live publisher
+    assert session.playlist.segments[0].start_ms == clip[4].timestamp, "from the first frame"
+    assert len(session.playlist.segments) == 2 and not session.ready, "served from 3 segments"
     stream.close()
     await asyncio.sleep(0.05)
-    assert again.finished and again.playlist.ended
-    assert service.session(key, start=True) is again, "an ended playlist stays readable"
-    assert service.session(StreamKey("live", "nothing"), start=True) is None
+    assert session.finished and session.playlist.ended and session.ready
+    assert service.session(key) is session, "an ended playlist stays readable a while"
+    again = hub.open_publisher(key, {}, "test")
+    second = service.session(key)
+    assert second is not None and second is not session and second.stream is again
+    again.close()
+    await asyncio.sleep(0.3)
+    assert service.session(key) is None, "and is forgotten after that"
+    assert service.session(StreamKey("live", "nothing")) is None
+    service.close()
+
+
+async def test_service_picks_up_streams_opened_before_it(clip: list[MediaPacket]) -> None:
+    hub = Hub()
+    key = StreamKey("live", "early")
+    stream = hub.open_publisher(key, {}, "test")
+    for packet in clip[:50]:
+        stream.source.push(packet)
+    service = HlsService(hub, segment_seconds=1.0, window=3)
+    session = service.session(key)
+    assert session is not None
+    for packet in clip[50:]:
+        stream.source.push(packet)
+        await asyncio.sleep(0)
+    stream.close()
+    await asyncio.sleep(0.05)
+    # It starts from the hub's cached GOP, at a keyframe.
+    assert session.playlist.ended and session.playlist.segments
+    assert decode_ts(session.playlist.segments[0].data).first_is_key
     service.close()
 
 

@@ -1,0 +1,289 @@
+// The roi-relay web player: WHEP first (lowest delay), HTTP-FLV over MSE or HLS as
+// fallbacks; region overlay, danmaku kept off the regions, background blur outside them.
+//
+// URL: /play/{app}/{stream}?transport=auto|whep|flv|hls&regions=1&danmaku=1&blur=1
+//      &demo=1 (sample comments) &color=ffffff (comment colour) &shadow=0
+
+import { DanmakuLayer, applyMask, regionMask } from "./danmaku.js";
+import { startFlv } from "./flv-mse.js";
+import { RegionTrack, RtpClock, parseRoi } from "./regions.js";
+import { startWhep } from "./whep.js";
+
+const params = new URLSearchParams(location.search);
+const parts = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
+const [appName, streamName] = parts.slice(1, 3);
+const base = `/${encodeURIComponent(appName)}/${encodeURIComponent(streamName)}`;
+
+const $ = (id) => document.getElementById(id);
+const video = $("video");
+const stage = $("stage");
+const overlay = $("overlay");
+const blurLayer = $("blur");
+const danmakuLayer = $("danmaku");
+
+const flag = (name, fallback) => (params.has(name) ? params.get(name) !== "0" : fallback);
+const colour = /^[0-9a-f]{6}$/i.test(params.get("color") || "") ? `#${params.get("color")}` : "#ffffff";
+
+// What the page is doing, for people (the info line) and for tests (window.roiPlayer).
+const state = {
+  app: appName,
+  stream: streamName,
+  transport: null,
+  status: "starting",
+  error: null,
+  frames: 0,
+  pts: null,
+  doc: null,
+  boxes: [],
+  roiMessages: 0,
+  aligned: false,
+  comments: 0,
+};
+window.roiPlayer = state;
+
+const regions = new RegionTrack();
+let clock = null; // RtpClock while on WHEP
+let session = null;
+let roiSocket = null;
+let frameOf = () => null;
+let slackMs = 0;
+
+const danmaku = new DanmakuLayer(danmakuLayer, { color: colour, shadow: flag("shadow", true) });
+
+function setStatus(text) {
+  state.status = text;
+  $("status").textContent = text;
+}
+
+function addRoi(text, pts) {
+  const doc = parseRoi(text);
+  if (!doc) return null;
+  if (pts !== undefined) doc.pts = pts;
+  regions.add(doc);
+  state.roiMessages++;
+  return doc;
+}
+
+// --- transports ---------------------------------------------------------------------
+
+async function playWhep() {
+  clock = new RtpClock();
+  session = await startWhep(`${base}/whep`, {
+    onRoi: (text, arrival) => {
+      const doc = addRoi(text);
+      if (doc) clock.message(doc.pts, arrival);
+    },
+    onState: (s) => {
+      if (s === "failed" || s === "closed") fail(new Error(`WebRTC ${s}`));
+    },
+  });
+  video.srcObject = session.media;
+  // RTP timestamps name the frame; without them (older browsers) the newest regions are used.
+  frameOf = (meta) =>
+    meta.rtpTimestamp === undefined ? null : clock.frame(meta.rtpTimestamp, meta.receiveTime);
+  await firstFrame(8000);
+}
+
+async function playFlv() {
+  session = await startFlv(`${base}.flv`, video, {
+    onRoi: (text, pts) => addRoi(text, pts),
+    onError: (err) => fail(err),
+  });
+  frameOf = (meta) => Math.round(meta.mediaTime * 1000);
+  await firstFrame(8000);
+}
+
+async function playHls() {
+  if (!video.canPlayType("application/vnd.apple.mpegurl")) {
+    throw new Error("this browser has no native HLS");
+  }
+  openRoiSocket();
+  video.src = `${base}.m3u8`;
+  session = { close() {} };
+  // Segments keep the relay's timeline: media time is the frame's pts, give or take the
+  // few ms by which Chrome's HLS pipeline shifts it.
+  frameOf = (meta) => Math.round(meta.mediaTime * 1000);
+  slackMs = 20;
+  await firstFrame(20000);
+}
+
+function openRoiSocket() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  roiSocket = new WebSocket(`${scheme}://${location.host}${base}/roi`);
+  roiSocket.onmessage = (event) => addRoi(event.data);
+}
+
+function firstFrame(timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const started = state.frames;
+    const timer = setTimeout(() => reject(new Error("no picture")), timeoutMs);
+    const check = () => {
+      if (state.frames > started) {
+        clearTimeout(timer);
+        resolve();
+      } else setTimeout(check, 50);
+    };
+    check();
+    video.play().catch(() => {});
+  });
+}
+
+const TRANSPORTS = { whep: playWhep, flv: playFlv, hls: playHls };
+
+async function play(choice) {
+  const order = choice === "auto" ? ["whep", "flv", "hls"] : [choice];
+  for (const name of order) {
+    stop();
+    state.transport = name;
+    setStatus(`connecting (${name})`);
+    try {
+      await TRANSPORTS[name]();
+      setStatus(`playing (${name})`);
+      return;
+    } catch (err) {
+      state.error = String(err.message || err);
+    }
+  }
+  stop();
+  setStatus(`not playing: ${state.error}`);
+  setTimeout(() => play(choice), 3000);
+}
+
+function stop() {
+  if (session) session.close();
+  session = null;
+  if (roiSocket) roiSocket.close();
+  roiSocket = null;
+  clock = null;
+  slackMs = 0;
+  regions.clear();
+  video.removeAttribute("src");
+  video.srcObject = null;
+}
+
+function fail(err) {
+  state.error = String(err.message || err);
+  if (state.status.startsWith("playing")) {
+    setStatus(`lost: ${state.error}`);
+    setTimeout(() => play($("transport").value), 1000);
+  }
+}
+
+// --- per frame ----------------------------------------------------------------------
+
+// Where the picture is inside the stage (the video is letterboxed, object-fit: contain).
+function pictureRect() {
+  const width = stage.clientWidth;
+  const height = stage.clientHeight;
+  const vw = video.videoWidth || width;
+  const vh = video.videoHeight || height;
+  const scale = Math.min(width / vw, height / vh);
+  return { x: (width - vw * scale) / 2, y: (height - vh * scale) / 2, w: vw * scale, h: vh * scale, width, height };
+}
+
+function boxesFor(doc, rect) {
+  if (!doc) return [];
+  const sx = rect.w / doc.w;
+  const sy = rect.h / doc.h;
+  return doc.regions.map((r) => ({
+    x: rect.x + r.left * sx,
+    y: rect.y + r.top * sy,
+    w: (r.right - r.left) * sx,
+    h: (r.bottom - r.top) * sy,
+    label: r.label || "",
+  }));
+}
+
+let lastMaskKey = "";
+
+function render(doc) {
+  const rect = pictureRect();
+  const boxes = boxesFor(doc, rect);
+  state.doc = doc ? { pts: doc.pts, roi: doc.roi } : null;
+  state.boxes = boxes;
+  overlay.setAttribute("viewBox", `0 0 ${rect.width} ${rect.height}`);
+  if ($("show-regions").checked) {
+    const svg = boxes
+      .map(
+        (b) =>
+          `<rect x="${b.x}" y="${b.y}" width="${b.w}" height="${b.h}"></rect>` +
+          `<text x="${b.x + 3}" y="${b.y + 13}">${b.label.replace(/[<&>"]/g, "")}</text>`,
+      )
+      .join("");
+    overlay.innerHTML = svg;
+  } else if (overlay.firstChild) overlay.replaceChildren();
+  const key = `${rect.width}x${rect.height}:${boxes.map((b) => `${b.x|0},${b.y|0},${b.w|0},${b.h|0}`).join(";")}`;
+  if (key !== lastMaskKey) {
+    lastMaskKey = key;
+    const mask = regionMask(boxes, rect.width, rect.height);
+    applyMask(danmakuLayer, mask);
+    applyMask(blurLayer, mask);
+  }
+}
+
+function onFrame(now, meta) {
+  state.frames++;
+  const pts = frameOf(meta);
+  state.pts = pts;
+  state.aligned = pts !== null;
+  const doc = pts === null ? regions.latest() : regions.at(pts, slackMs);
+  render(doc);
+  video.requestVideoFrameCallback(onFrame);
+}
+
+if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
+  video.requestVideoFrameCallback(onFrame);
+} else {
+  // No per-frame callback: follow the newest regions at the display rate.
+  const tick = () => {
+    if (!video.paused) state.frames++;
+    render(regions.latest());
+    requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+}
+
+// --- controls -----------------------------------------------------------------------
+
+$("title").textContent = `${appName}/${streamName}`;
+$("show-regions").checked = flag("regions", false);
+$("show-danmaku").checked = flag("danmaku", true);
+$("show-blur").checked = flag("blur", false);
+$("transport").value = TRANSPORTS[params.get("transport")] ? params.get("transport") : "auto";
+
+const syncToggles = () => {
+  danmakuLayer.hidden = !$("show-danmaku").checked;
+  blurLayer.hidden = !$("show-blur").checked;
+  lastMaskKey = "";
+};
+for (const id of ["show-regions", "show-danmaku", "show-blur"]) $(id).addEventListener("change", syncToggles);
+syncToggles();
+$("unmute").addEventListener("change", () => {
+  video.muted = !$("unmute").checked;
+});
+$("transport").addEventListener("change", () => play($("transport").value));
+$("controls").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("comment").value.trim();
+  if (text) danmaku.add(text);
+  $("comment").value = "";
+});
+
+const SAMPLES = ["666", "nice shot!", "hello from the back row", "what a save", "lol", "go go go", "前方高能", "弹幕护体", "gg", "wow"];
+if (flag("demo", false)) {
+  setInterval(() => {
+    if (!danmakuLayer.hidden && state.status.startsWith("playing")) {
+      danmaku.add(SAMPLES[Math.floor(Math.random() * SAMPLES.length)]);
+      state.comments = danmaku.count;
+    }
+  }, 250);
+}
+
+setInterval(() => {
+  const doc = state.doc;
+  $("info").textContent =
+    `${state.transport || "-"} | frames ${state.frames} | pts ${state.pts === null ? "-" : Math.round(state.pts)}` +
+    ` | regions ${doc ? doc.roi || "none" : "-"} | messages ${state.roiMessages}`;
+}, 500);
+
+play($("transport").value);
