@@ -19,6 +19,8 @@ MAX_CHUNK_SIZE = 0x7FFFFFFF  # the top bit of Set Chunk Size must be zero
 # keyframe at 50 Mbit/s is 1-2 MiB), so more is a broken or hostile peer.
 DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 DEFAULT_MAX_CHUNK_STREAMS = 64
+# Unfinished messages interleaved over many chunk streams, all together.
+DEFAULT_MAX_PENDING_BYTES = 32 * 1024 * 1024
 DEFAULT_WINDOW_ACK_SIZE = 2_500_000
 _EXTENDED = 0xFFFFFF
 _U32 = struct.Struct(">I")
@@ -80,10 +82,12 @@ class ChunkReader:
         *,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_chunk_streams: int = DEFAULT_MAX_CHUNK_STREAMS,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> None:
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self.max_message_size = max_message_size
         self.max_chunk_streams = max_chunk_streams
+        self.max_pending_bytes = max_pending_bytes
         self.window_ack_size = DEFAULT_WINDOW_ACK_SIZE
         self.bytes_received = 0
         self._acked = 0
@@ -207,6 +211,10 @@ class ChunkReader:
         take = min(self.chunk_size, remaining)
         if end - p < take:
             return 0
+        if take < remaining and self._pending_bytes + take > self.max_pending_bytes:
+            raise ChunkError(
+                f"more than {self.max_pending_bytes} bytes held in unfinished messages"
+            )
 
         # The whole chunk is here: commit.
         if state is None:

@@ -156,6 +156,17 @@ def test_too_many_chunk_streams() -> None:
         reader.receive_data(writer.write(7, 8, 1, 0, b"a"))
 
 
+def test_unfinished_messages_over_many_chunk_streams_are_bounded() -> None:
+    reader = ChunkReader(max_pending_bytes=1000)
+    # Four messages of 400 bytes, each left after its first 300-byte chunk.
+    reader.receive_data(ChunkWriter().set_chunk_size(300))
+    reader.receive_data(header0(3, 0, 400, 9, 1) + bytes(300))
+    reader.receive_data(header0(4, 0, 400, 9, 1) + bytes(300))
+    reader.receive_data(header0(5, 0, 400, 9, 1) + bytes(300))
+    with pytest.raises(ChunkError, match="unfinished messages"):
+        reader.receive_data(header0(6, 0, 400, 9, 1) + bytes(300))
+
+
 def test_chunk_stream_starting_without_a_full_header() -> None:
     with pytest.raises(ChunkError, match="starts with a type-1 header"):
         ChunkReader().receive_data(bytes([0x40 | 5]) + bytes(7))
