@@ -192,10 +192,7 @@ class RtmpConnection(asyncio.Protocol):
         if self._closing:
             return
         now = time.monotonic()
-        if (
-            not self.session.connect_params
-            and now - self._opened_at > self.server.handshake_timeout
-        ):
+        if not self.session.connected and now - self._opened_at > self.server.handshake_timeout:
             self.close("no handshake and connect within the time limit")
             return
         if self._publishers and now - self._last_input > self.server.idle_timeout:

@@ -224,6 +224,11 @@ class RtmpServerSession:
         return self._phase is _Phase.CLOSED
 
     @property
+    def connected(self) -> bool:
+        """Past the handshake and connect."""
+        return self._phase is _Phase.CONNECTED
+
+    @property
     def handshake_scheme(self) -> int | None:
         """The digest scheme of the client's handshake (None: plain handshake)."""
         info = self._handshake.info
