@@ -6,6 +6,8 @@ import logging
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.rtmp import amf0
 from app.rtmp.chunk import MessageType
@@ -423,3 +425,54 @@ def test_random_bytes_after_connect_never_crash() -> None:
                 event,
                 ProtocolError | Closed | MediaReceived | Unpublished | PlayStopped | Connected,
             ), event
+
+
+amf_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.floats(allow_nan=True),
+        st.text(max_size=20),
+        st.just(amf0.UNDEFINED),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+command_names = st.sampled_from(
+    [
+        "connect", "createStream", "publish", "play", "deleteStream", "closeStream",
+        "releaseStream", "FCPublish", "FCUnpublish", "FCSubscribe", "getStreamLength",
+        "_result", "onStatus", "pause", "seek", "@setDataFrame", "onMetaData", "whatever",
+    ]
+)  # fmt: skip
+random_messages = st.lists(
+    st.tuples(
+        st.sampled_from([MessageType.COMMAND_AMF0, MessageType.DATA_AMF0, 8, 9, 4, 22, 77]),
+        st.integers(0, 3),
+        command_names,
+        st.lists(amf_values, max_size=5),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(random_messages)
+def test_random_commands_and_messages_after_connect_never_crash(messages) -> None:
+    d = SessionDriver()
+    d.connect()
+    for type_id, stream_id, name, args in messages:
+        if d.session.closed or d.session.should_close:
+            break
+        body = amf0.encode(name, *args)
+        events = d.send(d.client.writer.write(3, type_id, stream_id, 0, body))
+        for event in events:
+            if isinstance(event, PublishRequested):
+                d.session.accept_publish(event.stream_id)
+            elif isinstance(event, PlayRequested):
+                d.session.accept_play(event.stream_id)
+                d.session.send_media(event.stream_id, 9, 0, AVC_KEYFRAME)
+    d.send(b"")
+    assert d.session.closed
