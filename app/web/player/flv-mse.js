@@ -307,7 +307,7 @@ export async function startFlv(url, video, { onRoi, onError } = {}) {
   // Live edge: a player that drifts behind (stall, background tab) jumps back to the end.
   const chase = setInterval(() => {
     const ranges = video.buffered;
-    if (!ranges.length) return;
+    if (!ranges.length || video.paused) return;
     const end = ranges.end(ranges.length - 1);
     if (video.currentTime < ranges.start(0) || end - video.currentTime > 1.5) video.currentTime = Math.max(ranges.start(0), end - 0.3);
     for (const track of Object.values(tracks)) {

@@ -195,8 +195,10 @@ function boxesFor(doc, rect) {
 }
 
 let lastMaskKey = "";
+let shownDoc = null;
 
 function render(doc) {
+  shownDoc = doc;
   const rect = pictureRect();
   const boxes = boxesFor(doc, rect);
   state.doc = doc ? { pts: doc.pts, roi: doc.roi } : null;
@@ -255,6 +257,7 @@ const syncToggles = () => {
   danmakuLayer.hidden = !$("show-danmaku").checked;
   blurLayer.hidden = !$("show-blur").checked;
   lastMaskKey = "";
+  render(shownDoc); // a paused picture gets no frame callbacks: redraw now
 };
 for (const id of ["show-regions", "show-danmaku", "show-blur"]) $(id).addEventListener("change", syncToggles);
 syncToggles();
