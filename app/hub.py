@@ -50,9 +50,11 @@ class StreamBusyError(Exception):
 class Subscription:
     """One player's view of a track: a bounded queue that skips to keyframes when full."""
 
-    def __init__(self, track: Track, name: str, max_buffer_ms: int) -> None:
+    def __init__(self, track: Track, name: str, max_buffer_ms: int, internal: bool) -> None:
         self.track = track
         self.name = name
+        # Internal subscriptions (the HLS segmenter) feed other outputs; they are not players.
+        self.internal = internal
         self.max_buffer_ms = max_buffer_ms
         self.created_at = time.monotonic()
         self.dropped_frames = 0
@@ -71,9 +73,11 @@ class Subscription:
         return len(self._queue)
 
     def _buffered_ms(self) -> int:
+        # Timestamps from ingest are already unwrapped; a small step back (FFmpeg's end-of-stream
+        # flush interleaves audio and video slightly out of order) is no backlog at all.
         if len(self._queue) < 2:
             return 0
-        return (self._queue[-1].timestamp - self._queue[0].timestamp) & 0xFFFFFFFF
+        return max(0, self._queue[-1].timestamp - self._queue[0].timestamp)
 
     def offer(self, packet: MediaPacket) -> None:
         if self._closed or self._ended:
@@ -244,8 +248,12 @@ class Track:
     def bytes_out(self) -> int:
         return self._closed_bytes_out + sum(s.bytes_out for s in self._subscriptions)
 
-    def subscribe(self, name: str) -> Subscription:
-        sub = Subscription(self, name, self.max_buffer_ms)
+    @property
+    def players(self) -> int:
+        return sum(1 for s in self._subscriptions if not s.internal)
+
+    def subscribe(self, name: str, internal: bool = False) -> Subscription:
+        sub = Subscription(self, name, self.max_buffer_ms, internal)
         for header in (self.metadata, self.video_header, self.audio_header):
             if header is not None:
                 sub.offer(header)
@@ -443,7 +451,7 @@ class Stream:
             if fps
             else (meta_fps if isinstance(meta_fps, int | float) else None),
             "bitrate_kbps": round(bitrate / 1000, 1),
-            "players": len(self.output.subscriptions),
+            "players": self.output.players,
             "uptime_s": round(self.uptime_s, 1),
             "bytes_in": self.source.bytes,
             "dropped_frames": self.output.dropped_frames,

@@ -22,7 +22,7 @@ class RelayCollector(Collector):
         yield GaugeMetricFamily(
             "roi_relay_players",
             "Connected players",
-            value=sum(len(s.output.subscriptions) for s in streams),
+            value=sum(s.output.players for s in streams),
         )
         yield CounterMetricFamily(
             "roi_relay_bytes_in",

@@ -13,11 +13,22 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import __version__
+from app.api.hls import hls_router
 from app.api.playback import playback_router
+from app.api.player import player_router
+from app.api.security import bearer_auth
 from app.api.streams import streams_router
+from app.api.templates import mount_console, templates_router
+from app.api.whep import whep_router
 from app.config import Settings
 from app.hub import Hub
 from app.metrics import relay_registry
+from app.outputs.webrtc import WhepService
+from app.roi.detect import RecognitionModel, load_model
+from app.roi.pipeline import RoiConfig, RoiController
+from app.roi.track import RegionTracker
+from app.rtmp.server import RtmpServer
+from app.templates.store import TemplateChange, TemplateStore
 
 log = logging.getLogger("app.server")
 
@@ -27,10 +38,25 @@ class Relay:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.hub = Hub(player_queue_seconds=settings.player_queue_seconds)
         self.registry = relay_registry(self.hub)
+        self.templates = TemplateStore(
+            settings.resolved_database_url,
+            activation_delay=settings.template_activation_delay,
+        )
+        self.roi = RoiController(
+            self.hub,
+            self.templates.in_force,
+            self.templates.pending,
+            encoder_name=settings.encoder,
+            load_model=_load_model,
+            make_tracker=_make_tracker,
+        )
+        self.templates.subscribe(self._on_template_change)
+        self.whep = WhepService(self.hub)
         self.http_app = self._build_http_app()
-        self.rtmp: Any = None
+        self.rtmp = RtmpServer(self.hub, settings)
         self._uvicorn: uvicorn.Server | None = None
         self._uvicorn_task: asyncio.Task[None] | None = None
         self.rtmp_port = settings.rtmp_port
@@ -42,7 +68,10 @@ class Relay:
             version=__version__,
             description="Live streaming relay with ROI recognition and ROI encoding.",
         )
-        app.include_router(streams_router(self.hub, dependencies=[]))
+        guard = [bearer_auth(self.settings.api_token)]
+        app.include_router(templates_router(self.templates, guard))
+        app.include_router(streams_router(self.hub, self.roi, guard))
+        mount_console(app)
 
         @app.get("/healthz", tags=["ops"], summary="Liveness")
         def healthz() -> dict[str, Any]:
@@ -52,9 +81,22 @@ class Relay:
         def metrics() -> Response:
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
-        # Playback last: its /{app}/{stream}.flv pattern must not shadow the API routes.
+        # Playback last: its /{app}/{stream}.xxx patterns must not shadow the API routes.
         app.include_router(playback_router(self.hub))
+        app.include_router(
+            hls_router(
+                self.hub,
+                segment_seconds=self.settings.hls_segment_seconds,
+                window=self.settings.hls_window,
+            )
+        )
+        app.include_router(whep_router(self.hub, self.whep))
+        app.include_router(player_router(self.hub))
         return app
+
+    def _on_template_change(self, change: TemplateChange) -> None:
+        log.info("template %s %s", change.name, change.kind)
+        self.roi.templates_changed()
 
     def _warn_open_settings(self) -> None:
         if not (self.settings.push_key or self.settings.push_backup_key):
@@ -64,10 +106,7 @@ class Relay:
 
     async def start(self) -> None:
         self._warn_open_settings()
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        from app.rtmp.server import RtmpServer
-
-        self.rtmp = RtmpServer(self.hub, self.settings)
+        await self.templates.start_watching()
         await self.rtmp.start(self.settings.host, self.settings.rtmp_port)
         self.rtmp_port = self.rtmp.port
 
@@ -107,11 +146,13 @@ class Relay:
             await self.stop()
 
     async def stop(self) -> None:
-        if self.rtmp is not None:
-            await self.rtmp.close()
+        await self.rtmp.close()
+        await self.roi.close()
         for stream in self.hub.streams():
             stream.close()
         await self.hub.wait_closed()
+        await self.whep.close()
+        await self.templates.stop_watching()
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
         if self._uvicorn_task is not None:
@@ -119,3 +160,13 @@ class Relay:
                 await asyncio.wait_for(self._uvicorn_task, timeout=5)
             except (TimeoutError, asyncio.CancelledError):
                 pass
+        self.templates.close()
+
+
+def _load_model(name: str) -> RecognitionModel:
+    # One intra-op thread: the encoder needs the other core.
+    return load_model(name, threads=1)
+
+
+def _make_tracker(model: RecognitionModel, config: RoiConfig) -> RegionTracker:
+    return RegionTracker(model, config.delta_qp, config.max_regions)

@@ -3,51 +3,45 @@
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
+import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 
-import av
 import httpx
 import pytest
 
-from app.hub import StreamKey
-from tests.media_clients import PlayResult, play, push
+from tests.av_client import finish_client, run_client, start_client
 
 pytestmark = pytest.mark.slow
 
 
-def wait_live(relay, app: str, name: str, timeout: float = 10) -> None:
+def wait_live(relay, app: str, name: str, timeout: float = 15) -> dict:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if relay.call(relay.hub.get, StreamKey(app, name)) is not None:
-            return
-        time.sleep(0.02)
+    with httpx.Client(base_url=relay.http_url, timeout=5) as client:
+        while time.monotonic() < deadline:
+            reply = client.get(f"/api/v1/streams/{app}/{name}")
+            if reply.status_code == 200:
+                return reply.json()
+            time.sleep(0.05)
     raise AssertionError(f"{app}/{name} never went live")
 
 
-def push_in_background(url: str, **kwargs):
-    pool = ThreadPoolExecutor(1)
-    return pool.submit(push, url, **kwargs), pool
-
-
 def test_pyav_push_reads_back_over_http_flv_and_rtmp(relay) -> None:
-    future, pool = push_in_background(f"{relay.rtmp_url}/live/cam", seconds=2.0)
+    pusher = start_client("push", f"{relay.rtmp_url}/live/cam", "--seconds", "3")
     wait_live(relay, "live", "cam")
-    with ThreadPoolExecutor(2) as players:
-        flv = players.submit(play, f"{relay.http_url}/live/cam.flv")
-        rtmp = players.submit(play, f"{relay.rtmp_url}/live/cam")
-        pushed = future.result(30)
-        results: list[PlayResult] = [flv.result(30), rtmp.result(30)]
-    pool.shutdown()
-    for got in results:
+    players = [
+        start_client("play", f"{relay.http_url}/live/cam.flv"),
+        start_client("play", f"{relay.rtmp_url}/live/cam"),
+    ]
+    pushed = finish_client(pusher)
+    for got in (finish_client(p) for p in players):
         # One GOP for the whole clip: a player joining at any time gets every frame.
-        assert got.video_frames == pushed.video_frames
-        assert got.audio_frames >= pushed.audio_frames * 0.9
-        assert got.keyframe_first
-        assert got.video_dts == sorted(got.video_dts)
-        assert (got.width, got.height) == (320, 240)
+        assert got["video_frames"] == pushed["video_frames"]
+        assert got["audio_frames"] >= pushed["audio_frames"] * 0.9
+        assert got["keyframe_first"]
+        assert got["video_dts"] == sorted(got["video_dts"])
+        assert got["decode_errors"] == 0
+        assert (got["width"], got["height"]) == (192, 108)
 
 
 def test_ffmpeg_cli_push_and_ffmpeg_flv_player(relay, tmp_path) -> None:
@@ -124,21 +118,18 @@ def test_ffmpeg_cli_push_and_ffmpeg_flv_player(relay, tmp_path) -> None:
 
 
 def test_streams_api_metrics_and_kick(relay) -> None:
-    future, pool = push_in_background(f"{relay.rtmp_url}/live/api", seconds=6.0)
+    pusher = start_client("push", f"{relay.rtmp_url}/live/api", "--seconds", "8")
     wait_live(relay, "live", "api")
-    reader = threading.Thread(
-        target=lambda: play(f"{relay.http_url}/live/api.flv", timeout=15), daemon=True
-    )
-    reader.start()
-    time.sleep(1.5)
+    player = start_client("play", f"{relay.http_url}/live/api.flv")
+    time.sleep(2.0)
     with httpx.Client(base_url=relay.http_url, timeout=10) as client:
         listed = client.get("/api/v1/streams").json()
         assert [(s["app"], s["stream"]) for s in listed] == [("live", "api")]
         one = client.get("/api/v1/streams/live/api").json()
         assert one["codec"] == "avc1" and one["audio_codec"] == "aac"
-        assert (one["width"], one["height"]) == (320, 240)
         assert one["players"] == 1
         assert one["bitrate_kbps"] > 0 and 20 <= one["fps"] <= 30
+        assert one["roi"]["applied"] is False
         assert client.get("/api/v1/streams/live/nope").status_code == 404
         metrics = client.get("/metrics").text
         assert "roi_relay_streams 1.0" in metrics
@@ -149,14 +140,26 @@ def test_streams_api_metrics_and_kick(relay) -> None:
             time.sleep(0.05)
         assert client.get("/api/v1/streams").json() == []
         assert client.get("/healthz").json()["status"] == "ok"
-    reader.join(10)
-    assert not reader.is_alive(), "the player got a clean end of stream after the kick"
-    with pytest.raises((av.error.FFmpegError, OSError)):
-        future.result(30)  # the kicked publisher sees its connection closed
-    pool.shutdown()
+        metrics = client.get("/metrics").text
+        assert "roi_relay_streams 0.0" in metrics
+    got = finish_client(player, timeout=15)  # a clean end of stream after the kick
+    assert 0 < got["video_frames"] < 8 * 25
+    pusher.communicate(timeout=30)
+    assert pusher.returncode != 0, "the kicked publisher sees its connection closed"
 
 
 def test_unknown_stream_is_404_over_http_flv(relay) -> None:
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"{relay.http_url}/live/missing.flv", timeout=5)
     assert err.value.code == 404
+
+
+def test_hevc_push_over_enhanced_rtmp_plays_over_http_flv(relay) -> None:
+    pusher = start_client(
+        "push", f"{relay.rtmp_url}/live/hevc", "--codec", "libx265", "--seconds", "2"
+    )
+    wait_live(relay, "live", "hevc")
+    got = run_client("play", f"{relay.http_url}/live/hevc.flv")
+    pushed = finish_client(pusher)
+    assert got["codec"] == "hevc"
+    assert got["video_frames"] == pushed["video_frames"]

@@ -331,7 +331,7 @@ class HlsSession:
         self.finished_at: float | None = None
         self._changed = asyncio.Event()
         # Subscribed here, not in the task: nothing the stream sends may be missed.
-        self._sub = stream.output.subscribe("hls")
+        self._sub = stream.output.subscribe("hls", internal=True)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     @property

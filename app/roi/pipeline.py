@@ -16,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 
 import av
 import numpy as np
@@ -31,9 +30,10 @@ import numpy as np
 from app.hub import Hub, Stream
 from app.media.flv import TagType, VideoPacketType, build_video_tag, parse_video_tag
 from app.media.packet import MediaPacket
-from app.media.sei import build_roi_sei, insert_sei
-from app.roi.encode import RoiEncoder, open_encoder
+from app.media.sei import add_roi_sei
+from app.roi.encode import EncodedPacket, RoiEncoder, open_encoder
 from app.roi.regions import Region, RoiState, effective_regions, parse_roi, roi_json
+from app.roi.track import DetectionScheduler
 
 log = logging.getLogger("app.roi")
 
@@ -45,6 +45,8 @@ LAG_PLAIN_RELAY = 2.0
 DETECT_MAX_SIDE = 640
 # Share of one core the detector may use: detection runs every N frames to stay within it.
 DETECT_CORE_SHARE = 0.35
+# Under lag, detection runs on only one of this many scheduled frames.
+SLOWED_DETECTION_FACTOR = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,11 @@ class RoiConfig:
     bitrate_kbps: int | None = None
 
 
-_CODECS = {"avc1": ("h264", "h264"), "hvc1": ("hevc", "hevc")}
+# FLV FourCC -> (FFmpeg decoder, encoder family / NAL syntax)
+_CODECS: dict[str, tuple[str, Literal["h264", "hevc"]]] = {
+    "avc1": ("h264", "h264"),
+    "hvc1": ("hevc", "hevc"),
+}
 
 
 class _DetectorThread:
@@ -68,21 +74,21 @@ class _DetectorThread:
         self.model = model
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._pending: tuple[int, np.ndarray, float] | None = None
-        self._result: tuple[int, list[Any], float] | None = None
+        self._pending: tuple[np.ndarray, float] | None = None
+        self._result: tuple[list[Any], float, float] | None = None
         self.busy = False
-        self.last_ms = 0.0
         self._stop = False
         self._thread = threading.Thread(target=self._run, name=f"detect {name}", daemon=True)
         self._thread.start()
 
-    def offer(self, pts: int, image: np.ndarray, scale: float) -> None:
+    def offer(self, image: np.ndarray, scale: float) -> None:
         with self._lock:
-            self._pending = (pts, image, scale)
+            self._pending = (image, scale)
             self.busy = True
         self._wake.set()
 
-    def take(self) -> tuple[int, list[Any], float] | None:
+    def take(self) -> tuple[list[Any], float, float] | None:
+        """(detections, scale of the picture they were found on, seconds the pass took)."""
         with self._lock:
             result, self._result = self._result, None
         return result
@@ -97,16 +103,16 @@ class _DetectorThread:
                 job, self._pending = self._pending, None
             if job is None:
                 continue
-            pts, image, scale = job
+            image, scale = job
             started = time.perf_counter()
             try:
                 detections = list(self.model.detect(image))
             except Exception:
                 log.exception("recognition model failed on a frame")
                 detections = []
-            self.last_ms = (time.perf_counter() - started) * 1000
+            seconds = time.perf_counter() - started
             with self._lock:
-                self._result = (pts, detections, scale)
+                self._result = (detections, scale, seconds)
                 self.busy = self._pending is not None
 
     def stop(self) -> None:
@@ -214,6 +220,7 @@ class _Worker:
         self.decoder: av.CodecContext | None = None
         self.encoder: RoiEncoder | None = None
         self.codec_tag = ""
+        self._nal_codec: Literal["h264", "hevc"] = "h264"
         self.enhanced = False
         self.started = False  # transcoding starts at the first source keyframe
         self.header_sent = False
@@ -222,10 +229,9 @@ class _Worker:
         self.detector: _DetectorThread | None = None
         self.tracker: Any = None
         self.tracker_key: tuple[Any, ...] | None = None
-        self.frame_index = 0
-        self.detect_every = 1
+        self.scheduler = DetectionScheduler(core_share=DETECT_CORE_SHARE)
+        self._slow_beat = 0
         self.gave_up: str | None = None
-        self.encode_ms = 0.0
         self.gop_frames = 0
         self._frames_since_key = 0
         self._arrivals: dict[int, float] = {}
@@ -277,6 +283,7 @@ class _Worker:
             self.gave_up = f"codec {fourcc} is not supported for ROI encoding: plain relay"
             return
         self.codec_tag = fourcc
+        self._nal_codec = _CODECS[fourcc][1]
         self.enhanced = enhanced
         decoder = av.CodecContext.create(_CODECS[fourcc][0], "r")
         decoder.extradata = config_record
@@ -302,7 +309,7 @@ class _Worker:
             model = self.owner._load_model(config.model)
             self.detector = _DetectorThread(model, str(self.stream.key))
 
-    def _regions_for(self, frame: av.VideoFrame, pts: int, lag: float) -> list[Region]:
+    def _regions_for(self, frame: av.VideoFrame, lag: float) -> list[Region]:
         config = self.owner.config
         with self.owner._override_lock:
             override = self.owner._override
@@ -320,37 +327,37 @@ class _Worker:
         detections = None
         result = self.detector.take()
         if result is not None:
-            _, found, scale = result
+            found, scale, seconds = result
             detections = [_scaled(d, scale) for d in found]
-        self._schedule_detection(frame, pts, lag)
+            self.scheduler.record(seconds)
+            self.status.detect_ms = seconds * 1000
+        self._schedule_detection(frame, lag)
         regions = self.tracker.update(detections, frame.width, frame.height)
         return self.roi_state.update(
             effective_regions(regions, frame.width, frame.height, config.max_regions)
         )
 
-    def _schedule_detection(self, frame: av.VideoFrame, pts: int, lag: float) -> None:
+    def _schedule_detection(self, frame: av.VideoFrame, lag: float) -> None:
+        """Offers the frame to the detector on the scheduler's beat, less often under lag."""
         assert self.detector is not None
-        fps = self._fps()
-        budget_ms = 1000.0 / fps * DETECT_CORE_SHARE
-        every = max(1, math.ceil(self.detector.last_ms / budget_ms)) if budget_ms else 1
+        self.scheduler.set_fps(self._fps())
+        due = self.scheduler.should_detect()
         if lag > LAG_NO_DETECTION:
             self.status.degraded = "detection paused: transcoder behind"
             return
         if lag > LAG_SLOWER_DETECTION:
-            every *= 4
             self.status.degraded = "detection slowed: transcoder behind"
+            self._slow_beat = (self._slow_beat + 1) % SLOWED_DETECTION_FACTOR
+            due = due and self._slow_beat == 0
         else:
             self.status.degraded = None
-        self.detect_every = every
-        self.frame_index += 1
-        if self.detector.busy or self.frame_index % every:
+        if not due or self.detector.busy:
             return
         scale = min(1.0, DETECT_MAX_SIDE / max(frame.width, frame.height))
         w = max(2, int(frame.width * scale) // 2 * 2)
         h = max(2, int(frame.height * scale) // 2 * 2)
         image = frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
-        self.detector.offer(pts, image, frame.width / w)
-        self.status.detect_ms = self.detector.last_ms
+        self.detector.offer(image, frame.width / w)
 
     def _fps(self) -> float:
         bits, fps = self.stream.rates()
@@ -412,76 +419,63 @@ class _Worker:
             self.encoder = None
 
     def _encode(self, frame: av.VideoFrame, lag: float) -> None:
-        pts = int(frame.pts) if frame.pts is not None else 0
+        # Output keyframes follow the publisher's, so GOPs (and HLS segments) line up.
         keyframe = bool(frame.key_frame)
         if keyframe and self.encoder is not None and self._encoder_stale(frame):
             self._close_encoder()
         encoder = self._ensure_encoder(frame)
-        regions = self._regions_for(frame, pts, lag)
-        if keyframe:
-            frame.pict_type = av.video.frame.PictureType.I
-        else:
-            frame.pict_type = av.video.frame.PictureType.NONE
+        regions = self._regions_for(frame, lag)
         started = time.perf_counter()
-        packets = encoder.encode(frame, regions)
-        self.encode_ms = (time.perf_counter() - started) * 1000
-        self.status.encode_ms = self.encode_ms
+        packets = encoder.encode(frame, regions, force_keyframe=keyframe)
+        self.status.encode_ms = (time.perf_counter() - started) * 1000
         self.status.regions = len(regions)
         self.status.applied = True
         self.status.reason = "ROI encoding"
         for packet in packets:
-            self._emit_encoded(packet, regions, frame.width, frame.height)
+            self._emit_encoded(packet, regions)
 
     def _encoder_stale(self, frame: av.VideoFrame) -> bool:
         assert self.encoder is not None
         return (frame.width, frame.height) != (self.encoder.width, self.encoder.height)
 
-    def _emit_encoded(
-        self, packet: av.Packet, regions: list[Region], width: int = 0, height: int = 0
-    ) -> None:
-        assert self.encoder is not None
-        if not self.header_sent:
+    def _emit_encoded(self, packet: EncodedPacket, regions: list[Region]) -> None:
+        encoder = self.encoder
+        assert encoder is not None
+        if not self.header_sent and encoder.extradata is not None:
             header = build_video_tag(
                 self.codec_tag,
                 VideoPacketType.SEQUENCE_START,
-                self.encoder.extradata,
+                encoder.extradata,
                 keyframe=True,
                 enhanced=self.enhanced,
             )
-            self.owner._emit(MediaPacket.from_tag(TagType.VIDEO, int(packet.dts or 0), header))
+            self.owner._emit(MediaPacket.from_tag(TagType.VIDEO, packet.dts_ms, header))
             self.header_sent = True
-        tb = packet.time_base
-        pts = int(packet.pts * tb * 1000) if packet.pts is not None else 0
-        dts = int(packet.dts * tb * 1000) if packet.dts is not None else pts
+        pts = packet.dts_ms + packet.composition_ms
         config = self.owner.config
         document = roi_json(
             pts,
-            width or self.encoder.width,
-            height or self.encoder.height,
+            encoder.width,
+            encoder.height,
             config.template or "",
             self.model_name or "",
             regions,
         )
-        data = insert_sei(bytes(packet), self.codec_tag, build_roi_sei(document, self.codec_tag))
         body = build_video_tag(
             self.codec_tag,
             VideoPacketType.CODED_FRAMES,
-            data,
+            add_roi_sei(packet.data, self._nal_codec, document),
             keyframe=packet.is_keyframe,
-            composition_time=pts - dts,
+            composition_time=packet.composition_ms,
             enhanced=self.enhanced,
         )
         out = MediaPacket(
-            TagType.VIDEO,
-            dts,
-            body,
-            keyframe=packet.is_keyframe,
-            roi=document,
+            TagType.VIDEO, packet.dts_ms, body, keyframe=packet.is_keyframe, roi=document
         )
         arrived = self._arrivals.pop(pts, None)
         if arrived is not None:
             self.status.lag_ms = (time.monotonic() - arrived) * 1000
-        if len(self._arrivals) > 256:
+        if len(self._arrivals) > 256:  # frames the decoder dropped never come back
             self._arrivals.clear()
         self.owner._emit(out)
 
