@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.media.flv import TagType, VideoPacketType, parse_audio_tag, parse_video_tag
+from app.media.nal import NalError, parse_decoder_config
 from app.media.packet import MediaPacket
 
 log = logging.getLogger("app.hub")
@@ -293,10 +294,15 @@ class Processor(Protocol):
 
 
 class _RateMeter:
-    """Bytes and video frames over a sliding window, for the stream stats."""
+    """Bytes and video frames over a sliding window, for the stream stats.
 
-    def __init__(self, window_s: float = 5.0) -> None:
+    Reports nothing until the samples span ``min_span_s``: a rate over the first few
+    milliseconds of a stream (a burst of the GOP) would be wildly off.
+    """
+
+    def __init__(self, window_s: float = 5.0, min_span_s: float = 1.0) -> None:
         self.window_s = window_s
+        self.min_span_s = min_span_s
         self._samples: deque[tuple[float, int, int]] = deque()
 
     def add(self, size: int, frame: int) -> None:
@@ -310,7 +316,7 @@ class _RateMeter:
         if len(self._samples) < 2:
             return 0.0, 0.0
         span = self._samples[-1][0] - self._samples[0][0]
-        if span <= 0:
+        if span < self.min_span_s:
             return 0.0, 0.0
         size = sum(s for _, s, _ in self._samples)
         frames = sum(f for _, _, f in self._samples)
@@ -399,7 +405,7 @@ class Stream:
         is_frame = packet.kind is TagType.VIDEO and not packet.sequence_header
         self._meter.add(packet.size, 1 if is_frame else 0)
         if packet.kind is TagType.VIDEO and packet.sequence_header:
-            self.codec.video_codec = parse_video_tag(packet.payload).codec
+            self._read_video_header(packet)
         elif packet.kind is TagType.AUDIO and packet.sequence_header:
             self.codec.audio_codec = parse_audio_tag(packet.payload).codec
         elif packet.kind is TagType.AUDIO and self.codec.audio_codec is None:
@@ -414,6 +420,20 @@ class Stream:
             if self.source.video_header is not None:
                 self.output.push(self.source.video_header)
         self.output.push(packet)
+
+    def _read_video_header(self, packet: MediaPacket) -> None:
+        tag = parse_video_tag(packet.payload)
+        self.codec.video_codec = tag.codec
+        nal_codec = {"avc1": "h264", "hvc1": "hevc"}.get(tag.codec)
+        if nal_codec is None:
+            return
+        try:
+            config = parse_decoder_config(packet.payload[tag.data_offset :], nal_codec)
+            sps = config.sps_info()
+        except (NalError, ValueError, IndexError) as exc:
+            log.info("stream %s: unreadable %s sequence header: %s", self.key, tag.codec, exc)
+            return
+        self.codec.width, self.codec.height = sps.width, sps.height
 
     def set_processor(self, processor: Processor | None) -> None:
         """Puts a stage between source and output, or goes back to plain relay."""

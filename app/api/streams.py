@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from app.hub import Hub, Stream, StreamKey
 from app.roi.pipeline import RoiController
-from app.roi.regions import MAX_STRING_BYTES, format_roi
+from app.roi.regions import MAX_STRING_BYTES, effective_regions, format_roi
 
 
 class RoiOverride(BaseModel):
@@ -24,7 +24,7 @@ class RoiOverride(BaseModel):
 
 
 class RoiOverrideResult(BaseModel):
-    roi: str = Field(description="The parsed regions, in canonical form")
+    roi: str = Field(description="The regions that take effect, in canonical form")
     regions: int
 
 
@@ -65,7 +65,11 @@ def streams_router(
         responses=not_live,
     )
     async def put_roi(app: str, stream: str, body: RoiOverride) -> RoiOverrideResult:
-        regions = roi.set_override(find_stream(hub, app, stream), body.roi)
+        live = find_stream(hub, app, stream)
+        regions = roi.set_override(live, body.roi)
+        width, height = live.codec.width, live.codec.height
+        if width and height:  # show what takes effect on this picture
+            regions = effective_regions(regions, width, height)
         return RoiOverrideResult(roi=format_roi(regions), regions=len(regions))
 
     @router.delete(

@@ -146,6 +146,8 @@ class RoiTranscoder:
         self._make_tracker = make_tracker
         self._on_give_up = on_give_up
         self._inbox: queue.SimpleQueue[tuple[MediaPacket, float] | None] = queue.SimpleQueue()
+        # Joining a running stream: the decoder needs the header that already went by.
+        self._seed_header = stream.source.video_header
         self._override: list[Region] | None = None
         self._override_lock = threading.Lock()
         self._stopped = False
@@ -188,6 +190,8 @@ class RoiTranscoder:
     def _run(self) -> None:
         worker = _Worker(self)
         try:
+            if self._seed_header is not None:
+                worker.open_decoder_for(self._seed_header)
             while True:
                 item = self._inbox.get()
                 if item is None:
@@ -244,7 +248,7 @@ class _Worker:
             return
         info = parse_video_tag(packet.payload)
         if info.packet_type is VideoPacketType.SEQUENCE_START:
-            self._open_decoder(info.codec, packet.payload[info.data_offset :], info.enhanced)
+            self.open_decoder_for(packet)
             if not self.started:
                 self.owner._emit(packet)
             return
@@ -278,16 +282,17 @@ class _Worker:
         for frame in self.decoder.decode(av_packet):
             self._encode(frame, lag)
 
-    def _open_decoder(self, fourcc: str, config_record: bytes, enhanced: bool) -> None:
+    def open_decoder_for(self, header: MediaPacket) -> None:
+        info = parse_video_tag(header.payload)
+        fourcc, config_record = info.codec, header.payload[info.data_offset :]
         if fourcc not in _CODECS:
             self.gave_up = f"codec {fourcc} is not supported for ROI encoding: plain relay"
             return
         self.codec_tag = fourcc
         self._nal_codec = _CODECS[fourcc][1]
-        self.enhanced = enhanced
+        self.enhanced = info.enhanced
         decoder = av.CodecContext.create(_CODECS[fourcc][0], "r")
         decoder.extradata = config_record
-        decoder.time_base = Fraction(1, 1000)
         decoder.thread_type = "SLICE"
         self.decoder = decoder
         if self.encoder is not None:
@@ -360,13 +365,12 @@ class _Worker:
         self.detector.offer(image, frame.width / w)
 
     def _fps(self) -> float:
-        bits, fps = self.stream.rates()
-        meta = self.stream.metadata.get("framerate") or self.stream.metadata.get("fps")
-        if fps > 1:
-            return fps
-        if isinstance(meta, int | float) and meta > 0:
-            return float(meta)
-        return 30.0
+        """The publisher's frame rate: as declared in its metadata, else as measured."""
+        declared = self.stream.metadata.get("framerate") or self.stream.metadata.get("fps")
+        if isinstance(declared, int | float) and 1 <= declared <= 240:
+            return float(declared)
+        _, measured = self.stream.rates()
+        return measured if measured >= 1 else 30.0
 
     # encoding -----------------------------------------------------------------------------
 

@@ -1,0 +1,187 @@
+"""The live ROI transcoder end to end: a face pushed with `roirecognition` comes out with its
+regions in SEI, lower QP inside them, and templates switching a running stream."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.av_client import finish_client, run_client, start_client
+
+pytestmark = pytest.mark.slow
+
+FACE_IMAGE = str(Path(__file__).resolve().parents[1] / "data" / "images" / "grace_hopper.jpg")
+# The face box of grace_hopper.jpg (tests/data/labels.json), in a 320x240 push of the photo:
+# the client scales the 512x600 photo to 352x264 and pans a 320x240 window over it.
+FACE_IN_PUSH = (177 * 352 / 512, 106 * 264 / 600, 353 * 352 / 512, 327 * 264 / 600)
+
+
+def create_template(base: str, name: str, **fields: object) -> dict:
+    reply = httpx.post(f"{base}/api/v1/roi-templates", json={"name": name, **fields}, timeout=10)
+    assert reply.status_code == 201, reply.text
+    return reply.json()
+
+
+def stream_info(base: str, app: str, name: str, timeout: float = 15) -> dict:
+    """The stream's stats once it is live and its video header has arrived."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reply = httpx.get(f"{base}/api/v1/streams/{app}/{name}", timeout=5)
+        if reply.status_code == 200 and reply.json()["width"]:
+            return reply.json()
+        time.sleep(0.05)
+    raise AssertionError(f"{app}/{name} never went live")
+
+
+def face_push(url: str, seconds: float) -> object:
+    return start_client(
+        "push",
+        url,
+        "--image",
+        FACE_IMAGE,
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--seconds",
+        str(seconds),
+        "--bitrate",
+        "400",
+        "--gop",
+        "25",
+    )
+
+
+def covers_face(region: dict, pan_margin: float = 20) -> bool:
+    """The region holds the centre of the face (the photo pans by up to 32x24 px)."""
+    cx = (FACE_IN_PUSH[0] + FACE_IN_PUSH[2]) / 2
+    cy = (FACE_IN_PUSH[1] + FACE_IN_PUSH[3]) / 2
+    return (
+        region["left"] - pan_margin <= cx <= region["right"] + pan_margin
+        and region["top"] - pan_margin <= cy <= region["bottom"] + pan_margin
+    )
+
+
+def test_face_push_with_active_template_carries_regions_and_lower_qp(relay_factory) -> None:
+    relay = relay_factory(template_activation_delay=0)
+    base = relay.http_url
+    create_template(base, "face1", model="LiveShows", delta_qp=-8)
+    create_template(base, "zero", model="LiveShows", delta_qp=0)
+    results = {}
+    for template in ("roiface1", "roizero"):
+        name = f"cam_{template}"
+        pusher = face_push(f"{relay.rtmp_url}/live/{name}?roirecognition={template}", 5)
+        stream_info(base, "live", name)
+        time.sleep(0.5)  # let it start on the first keyframe
+        flv = start_client("play", f"{base}/live/{name}.flv", "--sei", "--qp")
+        rtmp = start_client("play", f"{relay.rtmp_url}/live/{name}", "--sei")
+        time.sleep(2)
+        info = stream_info(base, "live", name)
+        pushed = finish_client(pusher)
+        results[template] = (finish_client(flv), finish_client(rtmp), info, pushed)
+
+    got_flv, got_rtmp, info, pushed = results["roiface1"]
+    assert info["roi"]["applied"] is True, info["roi"]
+    assert info["roi"]["template"] == "roiface1" and info["roi"]["model"] == "LiveShows"
+    for got in (got_flv, got_rtmp):
+        assert got["decode_errors"] == 0
+        assert got["codec"] == "h264"
+        documents = [json.loads(d) for d in got["sei"] if d]
+        # Every transcoded frame carries its regions; a player joining mid-stream may start on
+        # the cached GOP of the publisher's own keyframe before transcoding kicked in.
+        assert len(documents) >= 0.8 * got["video_frames"]
+        with_face = [d for d in documents if any(covers_face(r) for r in d["regions"])]
+        assert len(with_face) >= 0.7 * len(documents), documents[-3:]
+        last = documents[-1]
+        assert last["template"] == "roiface1" and last["model"] == "LiveShows"
+        assert (last["w"], last["h"]) == (320, 240)
+        assert all(r["qp"] < 0 for d in with_face for r in d["regions"])
+    # Output timestamps are the publisher's: every frame, once, in order.
+    assert got_flv["video_dts"] == sorted(got_flv["video_dts"])
+    assert got_flv["video_frames"] >= pushed["video_frames"] - 25
+
+    roi_gap = np.mean(got_flv["qp_inside"]) - np.mean(got_flv["qp_outside"])
+    zero_flv = results["roizero"][0]
+    zero_gap = np.mean(zero_flv["qp_inside"]) - np.mean(zero_flv["qp_outside"])
+    # Same content, same regions, same encoder path: only the QP delta differs. Without ROI
+    # (delta 0) the face still gets a QP of its own: adaptive quantisation raises it on the
+    # detailed face, and it does so alike in both runs.
+    assert len(got_flv["qp_inside"]) > 50 and len(zero_flv["qp_inside"]) > 50
+    assert roi_gap - zero_gap == pytest.approx(-8, abs=2.5), (roi_gap, zero_gap)
+
+
+def test_pending_template_switches_a_running_stream_without_reconnect(relay_factory) -> None:
+    relay = relay_factory(template_activation_delay=3)
+    base = relay.http_url
+    create_template(base, "late", model="LiveShows")
+    pusher = face_push(f"{relay.rtmp_url}/live/late?roirecognition=roilate", 9)
+    info = stream_info(base, "live", "late")
+    assert info["roi"]["applied"] is False
+    assert "pending" in info["roi"]["reason"]
+    player = start_client("play", f"{base}/live/late.flv", "--sei")
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline and not info["roi"]["applied"]:
+        time.sleep(0.2)
+        info = stream_info(base, "live", "late")
+    assert info["roi"]["applied"] is True, info["roi"]
+    pushed = finish_client(pusher)
+    got = finish_client(player)
+    assert got["decode_errors"] == 0
+    flags = [d is not None for d in got["sei"]]
+    first_roi = flags.index(True)
+    assert first_roi > 10, "plain relay while the template was pending"
+    assert all(flags[first_roi:]), "every frame after the switch carries regions"
+    # One continuous stream through the switch: no frame lost, timestamps in order.
+    assert got["video_frames"] == pushed["video_frames"]
+    assert got["video_dts"] == sorted(got["video_dts"])
+
+
+def test_unknown_template_relays_untouched(relay) -> None:
+    pusher = start_client("push", f"{relay.rtmp_url}/live/plain?roirecognition=roinope")
+    info = stream_info(relay.http_url, "live", "plain")
+    got = run_client("play", f"{relay.http_url}/live/plain.flv", "--sei")
+    finish_client(pusher)
+    assert info["template"] == "roinope"
+    assert info["roi"]["applied"] is False
+    assert "does not exist" in info["roi"]["reason"]
+    assert got["video_frames"] > 0 and not any(got["sei"])
+
+
+def test_application_regions_override_and_roi_feed(relay) -> None:
+    import websockets.sync.client
+
+    pusher = start_client("push", f"{relay.rtmp_url}/live/app", "--seconds", "5", "--gop", "25")
+    stream_info(relay.http_url, "live", "app")
+    reply = httpx.put(
+        f"{relay.http_url}/api/v1/streams/live/app/roi",
+        json={"roi": "10,20-50,60=-10;0,0-0,0;garbage"},
+        timeout=5,
+    )
+    assert reply.status_code == 200
+    assert reply.json() == {"roi": "10,20-50,60=-10", "regions": 1}
+    with websockets.sync.client.connect(
+        f"ws://127.0.0.1:{relay.relay.http_port}/live/app/roi", open_timeout=5
+    ) as ws:
+        message = json.loads(ws.recv(timeout=10))
+    assert message["roi"] == "10,20-50,60=-10"
+    assert message["regions"][0] == {
+        "top": 10,
+        "left": 20,
+        "bottom": 50,
+        "right": 60,
+        "qp": -10,
+        "label": "",
+        "score": 1.0,
+    }
+    bad = httpx.put(f"{relay.http_url}/api/v1/streams/live/app/roi", json={"rio": 1}, timeout=5)
+    assert bad.status_code == 422 and "roi" in bad.text
+    missing = httpx.put(
+        f"{relay.http_url}/api/v1/streams/live/none/roi", json={"roi": "Clear"}, timeout=5
+    )
+    assert missing.status_code == 404
+    finish_client(pusher)
