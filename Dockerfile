@@ -6,8 +6,7 @@ COPY app ./app
 COPY models ./models
 RUN python3 -m venv /srv/venv && /srv/venv/bin/pip install --no-cache-dir .
 ENV PATH=/srv/venv/bin:$PATH \
-    ROI_RELAY_DATA_DIR=/data \
-    ROI_RELAY_MODELS_DIR=/srv/roi-relay/models
+    ROI_RELAY_DATA_DIR=/data
 VOLUME ["/data"]
 EXPOSE 1935 8080
 CMD ["roi-relay", "serve"]

@@ -20,6 +20,7 @@ import importlib
 import logging
 import math
 import os
+import sys
 import threading
 import tomllib
 from collections.abc import Sequence
@@ -38,9 +39,11 @@ MANIFEST_NAME = "manifest.toml"
 
 
 def _builtin_models_dir() -> Path:
-    """models/ of the source tree; for a non-editable install, ./models of the working dir."""
+    """models/ of the source tree (a checkout or an editable install), else the copy that
+    `pip install .` puts under ``{sys.prefix}/share/roi-relay/models`` (pyproject data-files)."""
     beside_source = Path(__file__).resolve().parents[2] / "models"
-    for candidate in (beside_source, Path.cwd() / "models"):
+    installed = Path(sys.prefix) / "share" / "roi-relay" / "models"
+    for candidate in (beside_source, installed):
         if (candidate / "general" / MANIFEST_NAME).is_file():
             return candidate
     return beside_source
