@@ -24,9 +24,7 @@ from app.config import Settings
 from app.hub import Hub
 from app.metrics import relay_registry
 from app.outputs.webrtc import WhepService
-from app.roi.detect import RecognitionModel, load_model
-from app.roi.pipeline import RoiConfig, RoiController
-from app.roi.track import RegionTracker
+from app.roi.pipeline import RoiController
 from app.rtmp.server import RtmpServer
 from app.templates.store import TemplateChange, TemplateStore
 
@@ -50,8 +48,6 @@ class Relay:
             self.templates.in_force,
             self.templates.pending,
             encoder_name=settings.encoder,
-            load_model=_load_model,
-            make_tracker=_make_tracker,
         )
         self.templates.subscribe(self._on_template_change)
         self.whep = WhepService(self.hub)
@@ -161,12 +157,3 @@ class Relay:
             except (TimeoutError, asyncio.CancelledError):
                 pass
         self.templates.close()
-
-
-def _load_model(name: str) -> RecognitionModel:
-    # One intra-op thread: the encoder needs the other core.
-    return load_model(name, threads=1)
-
-
-def _make_tracker(model: RecognitionModel, config: RoiConfig) -> RegionTracker:
-    return RegionTracker(model, config.delta_qp, config.max_regions)

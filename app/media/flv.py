@@ -165,3 +165,47 @@ def flv_tag(tag_type: int, timestamp: int, body: bytes) -> bytes:
         b"\x00\x00\x00",
     )
     return head + body + struct.pack(">I", size + 11)
+
+
+@dataclass(frozen=True, slots=True)
+class FlvFileTag:
+    kind: int
+    timestamp: int
+    body: bytes
+
+
+class FlvFileReader:
+    """Incremental FLV file reader (sans-IO): feed bytes, get whole tags."""
+
+    MAX_TAG_BYTES = 16 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._header_done = False
+
+    def feed(self, data: bytes) -> list[FlvFileTag]:
+        self._buffer += data
+        tags: list[FlvFileTag] = []
+        if not self._header_done:
+            if len(self._buffer) < 13:
+                return tags
+            if self._buffer[:3] != b"FLV":
+                raise FlvError("not an FLV file: no 'FLV' signature")
+            offset = struct.unpack(">I", self._buffer[5:9])[0]
+            if offset < 9:
+                raise FlvError(f"FLV header size {offset} is below 9")
+            if len(self._buffer) < offset + 4:
+                return tags
+            del self._buffer[: offset + 4]
+            self._header_done = True
+        while len(self._buffer) >= 11:
+            size = int.from_bytes(self._buffer[1:4], "big")
+            if size > self.MAX_TAG_BYTES:
+                raise FlvError(f"FLV tag of {size} bytes is beyond the {self.MAX_TAG_BYTES} cap")
+            if len(self._buffer) < 11 + size + 4:
+                break
+            ts = int.from_bytes(self._buffer[4:7], "big") | (self._buffer[7] << 24)
+            body = bytes(self._buffer[11 : 11 + size])
+            tags.append(FlvFileTag(self._buffer[0] & 0x1F, ts, body))
+            del self._buffer[: 11 + size + 4]
+        return tags

@@ -31,9 +31,10 @@ from app.hub import Hub, Stream
 from app.media.flv import TagType, VideoPacketType, build_video_tag, parse_video_tag
 from app.media.packet import MediaPacket
 from app.media.sei import add_roi_sei
+from app.roi.detect import RecognitionModel, load_model
 from app.roi.encode import EncodedPacket, RoiEncoder, open_encoder
 from app.roi.regions import Region, RoiState, effective_regions, parse_roi, roi_json
-from app.roi.track import DetectionScheduler
+from app.roi.track import DetectionScheduler, RegionTracker
 
 log = logging.getLogger("app.roi")
 
@@ -44,7 +45,7 @@ LAG_PLAIN_RELAY = 2.0
 # Longest side of the picture handed to the detector; boxes are scaled back.
 DETECT_MAX_SIDE = 640
 # Share of one core the detector may use: detection runs every N frames to stay within it.
-DETECT_CORE_SHARE = 0.35
+DETECT_CORE_SHARE = 0.07
 # Under lag, detection runs on only one of this many scheduled frames.
 SLOWED_DETECTION_FACTOR = 4
 
@@ -125,6 +126,15 @@ ModelLoader = Callable[[str], Any]
 TrackerFactory = Callable[[Any, RoiConfig], Any]
 
 
+def load_stream_model(name: str) -> RecognitionModel:
+    """A recognition model for one stream; one intra-op thread leaves a core to the encoder."""
+    return load_model(name, threads=1)
+
+
+def make_tracker(model: RecognitionModel, config: RoiConfig) -> RegionTracker:
+    return RegionTracker(model, config.delta_qp, config.max_regions)
+
+
 class RoiTranscoder:
     """The ROI stage of one stream (implements app.hub.Processor)."""
 
@@ -134,9 +144,9 @@ class RoiTranscoder:
         config: RoiConfig,
         *,
         encoder_name: str,
-        load_model: ModelLoader,
-        make_tracker: TrackerFactory,
         on_give_up: Callable[[str], None],
+        load_model: ModelLoader = load_stream_model,
+        make_tracker: TrackerFactory = make_tracker,
     ) -> None:
         self.stream = stream
         self.loop = asyncio.get_running_loop()
@@ -519,8 +529,8 @@ class RoiController:
         template_pending: Callable[[str], Any],
         *,
         encoder_name: str,
-        load_model: ModelLoader,
-        make_tracker: TrackerFactory,
+        load_model: ModelLoader = load_stream_model,
+        make_tracker: TrackerFactory = make_tracker,
     ) -> None:
         self.hub = hub
         self._in_force = template_in_force

@@ -1,0 +1,250 @@
+"""Speed of the live ROI transcoder (decode, detect, ROI encode) against an FFmpeg CLI
+transcode with the same encoder settings, measured in the same run.
+
+    .venv/bin/python bench/roi_speed.py [--sizes 720,1080] [--seconds 10] [--model LiveShows]
+
+For each size it pushes a clip with a face (a photo from tests/data panning with noise, encoded
+once with the Debian ffmpeg CLI) through:
+
+* throughput: the relay's own RoiTranscoder (app/roi/pipeline.py) fed as fast as it drains,
+  giving the process CPU time and the real-time factor (clip seconds per wall second);
+* baseline: `ffmpeg -i clip -c:v libx264 <the same options> -f null -`, its CPU time from
+  getrusage(RUSAGE_CHILDREN);
+* latency (720p): the same transcoder fed at the publisher's real pace; the time from a frame
+  entering the stage to its ROI-encoded frame leaving it is what ROI adds between ingest and
+  players (median and p99).
+
+The last line holds the headline figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.hub import Hub, StreamKey  # noqa: E402
+from app.media.flv import FlvFileReader, TagType, VideoPacketType, parse_video_tag  # noqa: E402
+from app.media.packet import MediaPacket  # noqa: E402
+from app.roi.encode import EncoderSettings, encoder_options, resolve_encoder  # noqa: E402
+from app.roi.pipeline import RoiConfig, RoiTranscoder  # noqa: E402
+
+FACE = ROOT / "tests" / "data" / "images" / "grace_hopper.jpg"
+SIZES = {720: (1280, 720), 1080: (1920, 1080)}
+BITRATE_KBPS = {720: 2500, 1080: 4500}
+
+
+def make_clip(path: Path, width: int, height: int, seconds: float, bitrate_kbps: int) -> None:
+    """A 30 fps H.264+AAC FLV of the face photo panning, with film-like noise."""
+    pan = (
+        f"scale={int(width * 1.1) // 2 * 2}:{int(height * 1.1) // 2 * 2},"
+        f"crop={width}:{height}:x='(in_w-out_w)/2*(1+sin(t))':y='(in_h-out_h)/2*(1+cos(t))',"
+        "noise=alls=6:allf=t,format=yuv420p"
+    )
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-y",
+            "-loop",
+            "1",
+            "-framerate",
+            "30",
+            "-i",
+            str(FACE),
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+            "-t",
+            str(seconds),
+            "-vf",
+            pan,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-b:v",
+            f"{bitrate_kbps}k",
+            "-g",
+            "60",
+            "-bf",
+            "0",
+            "-c:a",
+            "aac",
+            "-f",
+            "flv",
+            str(path),
+        ],
+        check=True,
+    )
+
+
+def read_packets(path: Path) -> list[MediaPacket]:
+    return [
+        MediaPacket.from_tag(tag.kind, tag.timestamp, tag.body)
+        for tag in FlvFileReader().feed(path.read_bytes())
+        if tag.kind in (TagType.AUDIO, TagType.VIDEO)
+    ]
+
+
+def ffmpeg_baseline(path: Path, width: int, height: int, bitrate_kbps: int) -> float:
+    """CPU seconds of the Debian ffmpeg CLI doing the transcode with our encoder options."""
+    name = resolve_encoder("h264", "libx264")
+    settings = EncoderSettings("h264", width, height, Fraction(30), bitrate_kbps * 1000, 240)
+    options = encoder_options(name, settings)
+    args = []
+    for key, value in options.items():
+        args += [f"-{key}", str(value)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(path),
+            "-c:v",
+            name,
+            *args,
+            "-force_key_frames",
+            "source",
+            "-c:a",
+            "copy",
+            "-f",
+            "null",
+            "-",
+        ],
+        check=True,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+async def run_transcoder(
+    packets: list[MediaPacket], model: str, realtime: bool
+) -> tuple[float, float, list[float], dict[str, object]]:
+    """Feeds the clip through a RoiTranscoder: (CPU s, wall s, per-frame latency, status)."""
+    hub = Hub()
+    stream = hub.open_publisher(StreamKey("bench", "roi"), {"roirecognition": "bench"}, "bench")
+    stream.set_metadata({"framerate": 30})
+    transcoder = RoiTranscoder(
+        stream,
+        RoiConfig(template="bench", model=model, delta_qp=-6),
+        encoder_name="libx264",
+        on_give_up=lambda why: print(f"  transcoder gave up: {why}", file=sys.stderr),
+    )
+    stream.set_processor(transcoder)
+    fed: dict[int, float] = {}
+    latencies: list[float] = []
+    out_frames = 0
+    done = asyncio.Event()
+    drained = asyncio.Event()
+    total_frames = sum(1 for p in packets if is_frame(p))
+
+    def on_output(packet: MediaPacket) -> None:
+        nonlocal out_frames
+        if packet.kind is TagType.VIDEO and packet.roi is not None:
+            out_frames += 1
+            sent = fed.pop(packet.timestamp, None)
+            if sent is not None:
+                latencies.append(time.perf_counter() - sent)
+            drained.set()
+            if out_frames >= total_frames:
+                done.set()
+
+    stream.output.listeners.append(on_output)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    start = time.perf_counter()
+    in_flight_cap = 3
+    for packet in packets:
+        if realtime:
+            delay = start + packet.timestamp / 1000 - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        elif is_frame(packet):
+            # As fast as it drains, without building a queue that the stage would shed.
+            while len(fed) >= in_flight_cap:
+                drained.clear()
+                await drained.wait()
+        if is_frame(packet):
+            fed[packet.timestamp] = time.perf_counter()
+        stream.source.push(packet)
+    try:
+        await asyncio.wait_for(done.wait(), timeout=120)
+    except TimeoutError:
+        print(f"  only {out_frames}/{total_frames} frames came out", file=sys.stderr)
+    wall = time.perf_counter() - wall0
+    cpu = time.process_time() - cpu0
+    status = stream.roi.as_dict()
+    stream.close()
+    await hub.wait_closed()
+    return cpu, wall, latencies, status
+
+
+def is_frame(packet: MediaPacket) -> bool:
+    """A coded video frame (not a sequence header, nor FFmpeg's end-of-sequence tag)."""
+    return (
+        packet.kind is TagType.VIDEO
+        and parse_video_tag(packet.payload).packet_type is VideoPacketType.CODED_FRAMES
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="720,1080")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--model", default="LiveShows")
+    args = parser.parse_args()
+    print(f"cores={os.cpu_count()} load={os.getloadavg()[0]:.2f} model={args.model}")
+    headline: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in (int(s) for s in args.sizes.split(",")):
+            width, height = SIZES[size]
+            clip = Path(tmp) / f"clip{size}.flv"
+            make_clip(clip, width, height, args.seconds, BITRATE_KBPS[size])
+            packets = read_packets(clip)
+            frames = sum(1 for p in packets if is_frame(p))
+            duration = frames / 30
+            base_cpu = ffmpeg_baseline(clip, width, height, BITRATE_KBPS[size])
+            cpu, wall, _, status = asyncio.run(run_transcoder(packets, args.model, False))
+            ratio = cpu / base_cpu
+            rtf = duration / wall
+            print(
+                f"{size}p30: ffmpeg CLI {base_cpu:.2f} s CPU | roi-relay {cpu:.2f} s CPU "
+                f"({ratio:.2f}x), {wall:.2f} s wall for {duration:.1f} s of video "
+                f"(real-time factor {rtf:.2f}) | detect {status['detect_ms']} ms, "
+                f"encode {status['encode_ms']} ms per frame, regions {status['regions']}"
+            )
+            headline += [f"cpu_ratio_{size}p={ratio:.2f}x", f"rtf_{size}p={rtf:.2f}"]
+            if size == 720:
+                _, _, lat, status = asyncio.run(run_transcoder(packets, args.model, True))
+                p50, p99 = statistics.median(lat) * 1000, percentile(lat, 0.99) * 1000
+                print(
+                    f"720p30 at the publisher's pace: added latency median {p50:.1f} ms, "
+                    f"p99 {p99:.1f} ms over {len(lat)} frames (lag {status['lag_ms']} ms)"
+                )
+                headline += [f"latency_720p_p50_ms={p50:.1f}", f"latency_720p_p99_ms={p99:.1f}"]
+    print(" ".join(headline))
+
+
+if __name__ == "__main__":
+    main()
