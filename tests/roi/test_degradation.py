@@ -1,0 +1,110 @@
+"""A transcoder that cannot keep up sheds work in steps instead of building latency: detection
+slows, then pauses, then the stream falls back to plain relay, and players keep playing."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from app.hub import Hub, StreamKey
+from app.media.flv import FlvFileReader, TagType
+from app.media.packet import MediaPacket
+from app.roi.pipeline import LAG_PLAIN_RELAY, RoiConfig, RoiTranscoder
+
+pytestmark = pytest.mark.slow
+
+FACE = Path(__file__).resolve().parents[1] / "data" / "images" / "grace_hopper.jpg"
+
+
+def clip(path: Path, seconds: int) -> list[MediaPacket]:
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-y",
+            "-loop",
+            "1",
+            "-framerate",
+            "30",
+            "-i",
+            str(FACE),
+            "-t",
+            str(seconds),
+            "-vf",
+            "scale=640:360,noise=alls=8:allf=t,format=yuv420p",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+            "-bf",
+            "0",
+            "-f",
+            "flv",
+            str(path),
+        ],
+        check=True,
+    )
+    return [
+        MediaPacket.from_tag(t.kind, t.timestamp, t.body)
+        for t in FlvFileReader().feed(path.read_bytes())
+        if t.kind in (TagType.VIDEO, TagType.AUDIO)
+    ]
+
+
+async def test_overload_slows_detection_then_falls_back_to_plain_relay(tmp_path) -> None:
+    packets = clip(tmp_path / "clip.flv", 40)
+    hub = Hub(player_queue_seconds=1000)
+    stream = hub.open_publisher(StreamKey("live", "busy"), {"roirecognition": "t"}, "test")
+    player = stream.output.subscribe("player")
+    reasons: list[str] = []
+
+    def give_up(why: str) -> None:
+        reasons.append(why)
+        stream.set_processor(None)
+
+    transcoder = RoiTranscoder(
+        stream,
+        RoiConfig(template="t", model="LiveShows"),
+        encoder_name="libx264",
+        on_give_up=give_up,
+    )
+    stream.set_processor(transcoder)
+    seen_degraded: set[str] = set()
+    # 40 s of video arrive at once: far more than two cores encode in LAG_PLAIN_RELAY seconds.
+    for packet in packets:
+        stream.source.push(packet)
+    for _ in range(600):
+        if stream.roi.degraded:
+            seen_degraded.add(stream.roi.degraded)
+        if reasons:
+            break
+        await asyncio.sleep(0.02)
+    assert reasons and "cannot keep up" in reasons[0], reasons
+    assert stream.processor is None
+    assert any("slowed" in d for d in seen_degraded) or any("paused" in d for d in seen_degraded)
+    assert stream.roi.lag_ms > LAG_PLAIN_RELAY * 1000 * 0.5
+
+    # Plain relay resumes at the next source keyframe, with the source's sequence header.
+    later = packets[-1].timestamp + 40
+    for packet in packets[-60:]:
+        if not packet.sequence_header:
+            stream.source.push(replace(packet, timestamp=packet.timestamp + later))
+    stream.close()
+    await hub.wait_closed()
+    got = []
+    while (p := player.get_nowait()) is not None:
+        got.append(p)
+    transcoded = [p for p in got if p.roi is not None]
+    relayed_tail = got[[p.roi is not None for p in got].index(True) + len(transcoded) :]
+    assert transcoded, "frames were ROI-encoded before the overload"
+    headers = [p for p in relayed_tail if p.sequence_header and p.kind is TagType.VIDEO]
+    frames = [p for p in relayed_tail if p.kind is TagType.VIDEO and not p.sequence_header]
+    assert headers and frames and frames[0].keyframe
+    assert all(p.roi is None for p in frames)
