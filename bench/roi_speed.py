@@ -35,69 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.hub import Hub, StreamKey  # noqa: E402
-from app.media.flv import FlvFileReader, TagType, VideoPacketType, parse_video_tag  # noqa: E402
+from app.media.flv import TagType, VideoPacketType, parse_video_tag  # noqa: E402
 from app.media.packet import MediaPacket  # noqa: E402
 from app.roi.encode import EncoderSettings, encoder_options, resolve_encoder  # noqa: E402
 from app.roi.pipeline import RoiConfig, RoiTranscoder  # noqa: E402
+from tests.clips import face_clip, flv_packets  # noqa: E402
 
-FACE = ROOT / "tests" / "data" / "images" / "grace_hopper.jpg"
 SIZES = {720: (1280, 720), 1080: (1920, 1080)}
 BITRATE_KBPS = {720: 2500, 1080: 4500}
-
-
-def make_clip(path: Path, width: int, height: int, seconds: float, bitrate_kbps: int) -> None:
-    """A 30 fps H.264+AAC FLV of the face photo panning, with film-like noise."""
-    pan = (
-        f"scale={int(width * 1.1) // 2 * 2}:{int(height * 1.1) // 2 * 2},"
-        f"crop={width}:{height}:x='(in_w-out_w)/2*(1+sin(t))':y='(in_h-out_h)/2*(1+cos(t))',"
-        "noise=alls=6:allf=t,format=yuv420p"
-    )
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-loglevel",
-            "error",
-            "-y",
-            "-loop",
-            "1",
-            "-framerate",
-            "30",
-            "-i",
-            str(FACE),
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440",
-            "-t",
-            str(seconds),
-            "-vf",
-            pan,
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-b:v",
-            f"{bitrate_kbps}k",
-            "-g",
-            "60",
-            "-bf",
-            "0",
-            "-c:a",
-            "aac",
-            "-f",
-            "flv",
-            str(path),
-        ],
-        check=True,
-    )
-
-
-def read_packets(path: Path) -> list[MediaPacket]:
-    return [
-        MediaPacket.from_tag(tag.kind, tag.timestamp, tag.body)
-        for tag in FlvFileReader().feed(path.read_bytes())
-        if tag.kind in (TagType.AUDIO, TagType.VIDEO)
-    ]
 
 
 def ffmpeg_baseline(path: Path, width: int, height: int, bitrate_kbps: int) -> float:
@@ -220,8 +165,8 @@ def main() -> None:
         for size in (int(s) for s in args.sizes.split(",")):
             width, height = SIZES[size]
             clip = Path(tmp) / f"clip{size}.flv"
-            make_clip(clip, width, height, args.seconds, BITRATE_KBPS[size])
-            packets = read_packets(clip)
+            face_clip(clip, width, height, args.seconds, BITRATE_KBPS[size])
+            packets = flv_packets(clip)
             frames = sum(1 for p in packets if is_frame(p))
             duration = frames / 30
             base_cpu = ffmpeg_baseline(clip, width, height, BITRATE_KBPS[size])

@@ -4,62 +4,22 @@ slows, then pauses, then the stream falls back to plain relay, and players keep 
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from app.hub import Hub, StreamKey
-from app.media.flv import FlvFileReader, TagType
-from app.media.packet import MediaPacket
+from app.media.flv import TagType
 from app.roi.pipeline import LAG_PLAIN_RELAY, RoiConfig, RoiTranscoder
+from tests.clips import face_clip, flv_packets
 
 pytestmark = pytest.mark.slow
 
-FACE = Path(__file__).resolve().parents[1] / "data" / "images" / "grace_hopper.jpg"
-
-
-def clip(path: Path, seconds: int) -> list[MediaPacket]:
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-loglevel",
-            "error",
-            "-y",
-            "-loop",
-            "1",
-            "-framerate",
-            "30",
-            "-i",
-            str(FACE),
-            "-t",
-            str(seconds),
-            "-vf",
-            "scale=640:360,noise=alls=8:allf=t,format=yuv420p",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "30",
-            "-bf",
-            "0",
-            "-f",
-            "flv",
-            str(path),
-        ],
-        check=True,
-    )
-    return [
-        MediaPacket.from_tag(t.kind, t.timestamp, t.body)
-        for t in FlvFileReader().feed(path.read_bytes())
-        if t.kind in (TagType.VIDEO, TagType.AUDIO)
-    ]
-
 
 async def test_overload_slows_detection_then_falls_back_to_plain_relay(tmp_path) -> None:
-    packets = clip(tmp_path / "clip.flv", 40)
+    packets = flv_packets(
+        face_clip(tmp_path / "clip.flv", 640, 360, 40, gop=30, preset="ultrafast", audio=False)
+    )
     hub = Hub(player_queue_seconds=1000)
     stream = hub.open_publisher(StreamKey("live", "busy"), {"roirecognition": "t"}, "test")
     player = stream.output.subscribe("player")
