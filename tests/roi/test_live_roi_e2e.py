@@ -185,3 +185,32 @@ def test_application_regions_override_and_roi_feed(relay) -> None:
     )
     assert missing.status_code == 404
     finish_client(pusher)
+
+
+def test_hevc_push_is_roi_encoded_as_hevc(relay_factory) -> None:
+    relay = relay_factory(template_activation_delay=0)
+    create_template(relay.http_url, "hevc", model="LiveShows")
+    pusher = start_client(
+        "push",
+        f"{relay.rtmp_url}/live/h265?roirecognition=roihevc",
+        "--codec",
+        "libx265",
+        "--image",
+        FACE_IMAGE,
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--seconds",
+        "4",
+        "--gop",
+        "25",
+    )
+    stream_info(relay.http_url, "live", "h265")
+    time.sleep(1)
+    got = run_client("play", f"{relay.http_url}/live/h265.flv", "--sei")
+    finish_client(pusher)
+    assert got["codec"] == "hevc" and got["decode_errors"] == 0
+    documents = [json.loads(d) for d in got["sei"] if d]
+    assert len(documents) >= 0.8 * got["video_frames"] > 0
+    assert any(covers_face(r) for d in documents for r in d["regions"])
