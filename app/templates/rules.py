@@ -9,6 +9,7 @@ says so.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -17,6 +18,10 @@ from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
+
+from app.roi.registry import MODELS_DIR_ENV, ModelError, model_names
+
+log = logging.getLogger("app.templates")
 
 NAME_PREFIX: Final = "roi"
 
@@ -52,7 +57,11 @@ DESCRIPTION_RULE: Final = (
     f"description must be at most {DESCRIPTION_MAX} characters of Chinese, English letters, "
     "digits, spaces, _ or -"
 )
-MODEL_RULE: Final = "model must be one of " + ", ".join(m.value for m in Model)
+MODEL_RULE: Final = (
+    "model must be one of "
+    + ", ".join(m.value for m in Model)
+    + f" or a model added in {MODELS_DIR_ENV}"
+)
 DELTA_QP_RULE: Final = (
     f"delta_qp must be an integer from {DELTA_QP_RANGE[0]} to {DELTA_QP_RANGE[1]}"
 )
@@ -92,12 +101,28 @@ def check_description(value: object) -> str:
     raise _broken(DESCRIPTION_RULE, "description_rule")
 
 
-def check_model(value: object) -> Model:
+def operator_models() -> list[str]:
+    """Models an operator added (app/roi/registry.py), beside the four built-in ones.
+
+    A folder with a broken manifest adds nothing here; loading the model says what is wrong.
+    """
+    try:
+        names = model_names()
+    except ModelError as exc:
+        log.warning("operator models unavailable: %s", exc)
+        return []
+    builtin = {m.value.casefold() for m in Model}
+    return [name for name in names if name.casefold() not in builtin]
+
+
+def check_model(value: object) -> str:
     if isinstance(value, str):
         try:
             return Model(value)
         except ValueError:
             pass
+        if value in operator_models():
+            return value
     raise _broken(MODEL_RULE, "model_rule")
 
 
@@ -142,7 +167,8 @@ DESCRIPTION_SCHEMA: Final[dict[str, Any]] = {
 }
 MODEL_SCHEMA: Final[dict[str, Any]] = {
     "type": "string",
-    "enum": [m.value for m in Model],
+    # The operator's models present at start-up are listed too (the console offers them).
+    "enum": [m.value for m in Model] + operator_models(),
     "description": MODEL_RULE,
 }
 DELTA_QP_SCHEMA: Final = _int_schema(DELTA_QP_RANGE, DELTA_QP_RULE)
@@ -156,7 +182,7 @@ BITRATE_KBPS_SCHEMA: Final[dict[str, Any]] = {
 # OpenAPI documents. The "| None" variants are for PATCH, where None means "not sent".
 Name = Annotated[str, PlainValidator(check_name), WithJsonSchema(NAME_SCHEMA)]
 Description = Annotated[str, PlainValidator(check_description), WithJsonSchema(DESCRIPTION_SCHEMA)]
-ModelName = Annotated[Model, PlainValidator(check_model), WithJsonSchema(MODEL_SCHEMA)]
+ModelName = Annotated[str, PlainValidator(check_model), WithJsonSchema(MODEL_SCHEMA)]
 DeltaQp = Annotated[int, PlainValidator(check_delta_qp), WithJsonSchema(DELTA_QP_SCHEMA)]
 MaxRegions = Annotated[int, PlainValidator(check_max_regions), WithJsonSchema(MAX_REGIONS_SCHEMA)]
 BitrateKbps = Annotated[
@@ -165,7 +191,7 @@ BitrateKbps = Annotated[
 _PatchDescription = Annotated[
     str | None, PlainValidator(check_description), WithJsonSchema(DESCRIPTION_SCHEMA)
 ]
-_PatchModel = Annotated[Model | None, PlainValidator(check_model), WithJsonSchema(MODEL_SCHEMA)]
+_PatchModel = Annotated[str | None, PlainValidator(check_model), WithJsonSchema(MODEL_SCHEMA)]
 _PatchDeltaQp = Annotated[
     int | None, PlainValidator(check_delta_qp), WithJsonSchema(DELTA_QP_SCHEMA)
 ]

@@ -49,7 +49,6 @@ from sqlalchemy.engine import Dialect, RowMapping, make_url
 from sqlalchemy.exc import IntegrityError
 
 from app.templates.rules import (
-    Model,
     TemplateCreate,
     TemplatePatch,
     TemplateSettings,
@@ -86,7 +85,7 @@ class TemplateVersion:
     version: int  # 1, 2, ... per template
     id: int  # unique over all templates and versions, never reused
     description: str
-    model: Model
+    model: str  # a Model value, or a model the operator added
     delta_qp: int
     max_regions: int
     bitrate_kbps: int | None  # None: keep the publisher's bitrate
@@ -574,7 +573,7 @@ def _resolve(rows: Sequence[RowMapping], as_of: datetime) -> TemplateState:
             version=row["version"],
             id=row["id"],
             description=row["description"],
-            model=Model(row["model"]),
+            model=row["model"],
             delta_qp=row["delta_qp"],
             max_regions=row["max_regions"],
             bitrate_kbps=row["bitrate_kbps"],

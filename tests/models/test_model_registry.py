@@ -8,15 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.roi.detect import (
-    BUILTIN_MODELS_DIR,
-    MODELS_DIR_ENV,
-    BoxDetector,
-    ModelError,
-    RecognitionModel,
-    load_model,
-    model_names,
-)
+from app.roi.detect import BoxDetector, RecognitionModel, load_model
+from app.roi.registry import BUILTIN_MODELS_DIR, MODELS_DIR_ENV, ModelError, model_names
 
 BUILTIN = ("General", "LiveShows", "NBA2K", "HonorOfKings")
 YOLO = BUILTIN_MODELS_DIR / "weights" / "yolov3_tiny_coco"

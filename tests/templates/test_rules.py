@@ -68,7 +68,10 @@ def test_defaults_follow_the_reference() -> None:
 def test_messages_name_each_rule() -> None:
     assert NAME_RULE == "name must be 1-10 ASCII letters or digits"
     assert "100 characters of Chinese" in FIELD_RULES["description"]
-    assert FIELD_RULES["model"] == "model must be one of General, HonorOfKings, NBA2K, LiveShows"
+    assert FIELD_RULES["model"] == (
+        "model must be one of General, HonorOfKings, NBA2K, LiveShows"
+        " or a model added in ROI_RELAY_MODELS_DIR"
+    )
     assert FIELD_RULES["delta_qp"] == "delta_qp must be an integer from -51 to 51"
     assert FIELD_RULES["max_regions"] == "max_regions must be an integer from 1 to 6"
     assert FIELD_RULES["bitrate_kbps"].startswith(
