@@ -17,7 +17,7 @@ import numpy as np
 from app.hub import Hub, Stream, StreamKey
 from app.media.flv import TagType, VideoPacketType, parse_video_tag
 from app.media.packet import MediaPacket
-from app.media.sei import add_roi_sei, roi_json_from_frame
+from app.media.sei import add_roi_sei
 from app.roi.regions import Region, roi_json
 
 
@@ -175,19 +175,6 @@ async def feed_live(
     finally:
         stream.close()
     return stream
-
-
-def play_sei(url: str, timeout: float = 20.0) -> dict[int, str]:
-    """Plays an HTTP-FLV (or any FFmpeg-readable) URL to its end with PyAV; returns each
-    decoded frame's ROI SEI JSON by the frame's presentation time in ms."""
-    found: dict[int, str] = {}
-    options = {"rw_timeout": str(int(timeout * 1_000_000))}
-    with av.open(url, options=options, timeout=timeout) as container:
-        for frame in container.decode(video=0):
-            text = roi_json_from_frame(frame)
-            if text is not None:
-                found[round(float(frame.pts * frame.time_base) * 1000)] = text
-    return found
 
 
 def face_box(index: int, width: int = 320, height: int = 240) -> Region:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections import Counter
 
 import httpx
@@ -12,8 +11,9 @@ import pytest
 from app.hub import StreamKey
 from app.media.packet import MediaPacket
 from app.roi.regions import Region, parse_roi_json
+from tests.av_client import finish_client, start_client
 from tests.outputs.conftest import PlayerServer
-from tests.outputs.media import encode_flv, flv_packets, play_sei, with_roi
+from tests.outputs.media import encode_flv, flv_packets, with_roi
 from tests.outputs.whep_client import WhepPlayer
 
 pytestmark = pytest.mark.slow
@@ -44,12 +44,8 @@ async def test_whep_frames_and_region_messages_match_the_flv_sei(
 ) -> None:
     feeder = player_server.feed("live", "cam", roi_clip)
     player_server.wait_live("live", "cam")
-    flv_result = {}
-    flv = threading.Thread(
-        target=lambda: flv_result.update(sei=play_sei(f"{player_server.http_url}/live/cam.flv")),
-        daemon=True,
-    )
-    flv.start()
+    # PyAV in its own process: it holds the GIL while it waits on the network.
+    flv = start_client("play", f"{player_server.http_url}/live/cam.flv", "--sei")
     await asyncio.sleep(1.2)  # join mid-GOP: the cached GOP is replayed, then live frames
     player = WhepPlayer(f"{player_server.http_url}/live/cam/whep")
     async with httpx.AsyncClient(timeout=20) as http:
@@ -60,7 +56,7 @@ async def test_whep_frames_and_region_messages_match_the_flv_sei(
         gone = await http.delete(player_server.http_url + player.location)
     await player.close()
     feeder.result(5)
-    flv.join(20)
+    flv_docs = [doc for doc in finish_client(flv, timeout=30)["sei"] if doc is not None]
     assert ended, "the stream's end ends the WebRTC track"
     assert gone.status_code == 404, "the session was closed at the end of the stream"
     assert player_server.whep.sessions == {}
@@ -70,7 +66,8 @@ async def test_whep_frames_and_region_messages_match_the_flv_sei(
     assert player.audio_frames > 100, "AAC reaches the player as Opus"
     # Every frame carries its regions in SEI, passed through untouched.
     assert all(f.sei_roi is not None for f in frames)
-    flv_sei: dict[int, str] = flv_result["sei"]
+    flv_sei = {parse_roi_json(doc).pts: doc for doc in flv_docs}
+    assert len(flv_sei) >= 140, "the HTTP-FLV player saw the stream from its start"
     by_pts = {parse_roi_json(f.sei_roi).pts: f for f in frames if f.sei_roi}
     for pts, frame in by_pts.items():
         assert flv_sei[pts] == frame.sei_roi, "WHEP frames carry the same SEI as HTTP-FLV"
@@ -128,4 +125,4 @@ async def test_whep_refuses_what_it_cannot_serve(player_server: PlayerServer) ->
 
 async def _players(server: PlayerServer, key: StreamKey) -> int:
     stream = server.hub.get(key)
-    return len(stream.output.subscriptions) if stream is not None else 0
+    return stream.output.players if stream is not None else 0

@@ -304,18 +304,23 @@ export async function startFlv(url, video, { onRoi, onError } = {}) {
   if (!response.ok) throw new Error(`HTTP-FLV: ${response.status}`);
   const body = response.body.getReader();
 
-  // Live edge: a player that drifts behind (stall, background tab) jumps back to the end.
+  // Live edge: start near the newest frame, speed up a little when behind, jump when far
+  // behind (a stall, a background tab). Media time is stream time, so the lag is exact.
   const chase = setInterval(() => {
     const ranges = video.buffered;
     if (!ranges.length || video.paused) return;
+    const start = ranges.start(0);
     const end = ranges.end(ranges.length - 1);
-    if (video.currentTime < ranges.start(0) || end - video.currentTime > 1.5) video.currentTime = Math.max(ranges.start(0), end - 0.3);
+    const lag = end - video.currentTime;
+    if (video.currentTime < start || lag > 1.0) video.currentTime = Math.max(start, end - 0.2);
+    video.playbackRate = lag > 0.4 ? 1.1 : 1.0;
     for (const track of Object.values(tracks)) {
-      if (track.buffer && !track.buffer.updating && video.currentTime > 40 && track.buffer.buffered.length && track.buffer.buffered.start(0) < video.currentTime - 30) {
-        track.buffer.remove(0, video.currentTime - 20);
+      const buffer = track.buffer;
+      if (buffer && !buffer.updating && buffer.buffered.length && buffer.buffered.start(0) < video.currentTime - 30) {
+        buffer.remove(0, video.currentTime - 20);
       }
     }
-  }, 500);
+  }, 250);
 
   (async () => {
     try {
