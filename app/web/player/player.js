@@ -201,7 +201,7 @@ function render(doc) {
   shownDoc = doc;
   const rect = pictureRect();
   const boxes = boxesFor(doc, rect);
-  state.doc = doc ? { pts: doc.pts, roi: doc.roi } : null;
+  state.doc = doc ? { pts: doc.pts, roi: doc.roi, regions: doc.regions } : null;
   state.boxes = boxes;
   overlay.setAttribute("viewBox", `0 0 ${rect.width} ${rect.height}`);
   if ($("show-regions").checked) {
