@@ -181,7 +181,8 @@ class RelayAudioTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         if self._sub is None:
-            self._sub = self.stream.output.subscribe("whep-audio")
+            # One player, already counted by its video subscription.
+            self._sub = self.stream.output.subscribe("whep-audio", internal=True)
             # Cached audio is the past; only the video catches up from the cached GOP.
             while (early := self._sub.get_nowait()) is not None:
                 if early.sequence_header and early.kind is TagType.AUDIO:

@@ -33,14 +33,16 @@ T = TypeVar("T")
 class PlayerServer:
     """Hub + HTTP server on their own event loop thread, on a free loopback port."""
 
-    def __init__(self, segment_seconds: float = 1.0, window: int = 4) -> None:
+    def __init__(
+        self, segment_seconds: float = 1.0, window: int = 4, whep_connect_timeout: float = 30.0
+    ) -> None:
         self.loop = asyncio.new_event_loop()
         self._feeders: list[Future[Stream]] = []
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self.hub: Hub = self.run(self._make_hub())
         self.hls = HlsService(self.hub, segment_seconds=segment_seconds, window=window)
-        self.whep = WhepService(self.hub)
+        self.whep = WhepService(self.hub, connect_timeout=whep_connect_timeout)
         self.app = FastAPI()
         self.app.include_router(playback_router(self.hub))
         self.app.include_router(hls_router(self.hub, service=self.hls))

@@ -7,6 +7,7 @@ from collections import Counter
 
 import httpx
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection
 
 from app.hub import StreamKey
 from app.media.packet import MediaPacket
@@ -126,3 +127,43 @@ async def test_whep_refuses_what_it_cannot_serve(player_server: PlayerServer) ->
 async def _players(server: PlayerServer, key: StreamKey) -> int:
     stream = server.hub.get(key)
     return stream.output.players if stream is not None else 0
+
+
+async def test_abandoned_offer_is_dropped_and_players_are_counted_once(roi_clip) -> None:
+    server = PlayerServer(whep_connect_timeout=1.0)
+    try:
+        server.feed("live", "quiet", roi_clip)
+        server.wait_live("live", "quiet")
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        async with httpx.AsyncClient(timeout=10) as http:
+            reply = await http.post(
+                f"{server.http_url}/live/quiet/whep",
+                content=pc.localDescription.sdp,
+                headers={"content-type": "application/sdp"},
+            )
+        assert reply.status_code == 201
+        assert len(server.whep.sessions) == 1
+        # The answer is never applied: no ICE, no media; the session goes after the timeout.
+        await asyncio.sleep(1.5)
+        assert server.whep.sessions == {}
+        await pc.close()
+
+        player = WhepPlayer(f"{server.http_url}/live/quiet/whep")
+        async with httpx.AsyncClient(timeout=10) as http:
+            await player.start(http)
+            for _ in range(50):
+                if player.frames and player.audio_frames:
+                    break
+                await asyncio.sleep(0.1)
+            assert player.frames and player.audio_frames
+            stream = server.hub.get(StreamKey("live", "quiet"))
+            assert stream is not None and stream.output.players == 1, "one player, not two"
+            gone = await http.delete(server.http_url + str(player.location))
+            assert gone.status_code == 200
+        await player.close()
+        assert server.whep.sessions == {}
+    finally:
+        server.stop()
