@@ -14,7 +14,8 @@ Choices, and why:
   player that read the playlist just before they slid out) plus one open segment, which is
   dropped if it grows past ``MAX_SEGMENT_BYTES`` without a keyframe to cut at.
 * Muxing runs for every live stream from its first packet. It re-packs bytes and re-encodes
-  nothing (well under a millisecond per frame), and a player that arrives finds a full
+  nothing (about 150 us per 720p frame at 9 Mbit/s, under 0.5 % of a core at 30 fps:
+  bench/hls_mux.py), and a player that arrives finds a full
   playlist at once: players start three target durations from the live edge, and Chrome's
   native HLS refuses a live playlist with fewer than three segments (RFC 8216 6.2.2 asks the
   server for three target durations too), so starting on the first request would make
