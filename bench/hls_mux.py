@@ -7,8 +7,8 @@ per frame matters. The input is a 1280x720 H.264 + AAC clip at two bitrates (a m
 picture with light noise, and pure noise as a worst case), muxed into 1 s TS segments by
 HlsSegmenter. The baseline, in the same run, is FFmpeg's mpegts muxer (through PyAV)
 remuxing the same FLV into one TS in memory (which includes FFmpeg's FLV demuxing and PyAV's
-per-packet overhead, the way a relay built on PyAV would pay them). Figures: microseconds per video frame and the
-share of one core at 30 fps.
+per-packet overhead, the way a relay built on PyAV would pay them). Figures: microseconds per
+video frame and the share of one core at 30 fps.
 """
 
 from __future__ import annotations
