@@ -34,6 +34,7 @@ from aiortc import (
     RTCDataChannel,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpCodecCapability,
     RTCRtpSender,
     RTCSessionDescription,
 )
@@ -112,6 +113,7 @@ class RelayVideoTrack(MediaStreamTrack):
 
     def _convert(self, packet: MediaPacket) -> av.Packet | None:
         if packet.sequence_header:
+            self._config = None  # frames after a header the receiver cannot take are dropped
             config = parse_video_config(packet.payload)
             if config.codec != "h264":
                 raise VideoConfigError("WebRTC passthrough needs H.264")
@@ -261,8 +263,8 @@ class WhepSession:
             self.roi_messages += 1
 
 
-def _h264_only(sender_kind: str) -> list:  # list[RTCRtpCodecCapability]
-    codecs = RTCRtpSender.getCapabilities(sender_kind).codecs
+def _h264_only() -> list[RTCRtpCodecCapability]:
+    codecs = RTCRtpSender.getCapabilities("video").codecs
     return [c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")]
 
 
@@ -305,9 +307,7 @@ class WhepService:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers))
         session = WhepSession(session_id, key, pc)
         session.video = RelayVideoTrack(stream, session.send_roi, self._closer(session_id))
-        pc.addTransceiver(session.video, direction="sendonly").setCodecPreferences(
-            _h264_only("video")
-        )
+        pc.addTransceiver(session.video, direction="sendonly").setCodecPreferences(_h264_only())
         if "m=audio" in offer_sdp and stream.output.audio_header is not None:
             session.audio = RelayAudioTrack(stream)
             pc.addTransceiver(session.audio, direction="sendonly")
