@@ -10,6 +10,8 @@ from dataclasses import dataclass, replace
 import av
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.hub import Hub, StreamKey
 from app.media.flv import TagType
@@ -17,10 +19,13 @@ from app.media.packet import MediaPacket
 from app.media.sei import roi_json_from_frame
 from app.outputs.hls import HlsPlaylist, HlsSegment, HlsSegmenter, HlsService
 from app.outputs.mpegts import (
+    AUDIO_PID,
     PAT_PID,
     PMT_PID,
     TS_PACKET,
+    VIDEO_PID,
     AacConfig,
+    TsMuxer,
     adts_frame,
     mpeg_crc32,
     parse_audio_specific_config,
@@ -371,3 +376,55 @@ def test_ffmpeg_hls_demuxer_plays_the_live_playlist(player_server, clip) -> None
     assert got["video_frames"] == 100 and got["audio_frames"] > 150
     sent = {p.roi for p in clip if p.roi is not None}
     assert set(got["sei"]) == sent, "every frame's regions, in SEI"
+
+
+def reassemble(data: bytes, pid: int) -> list[bytes]:
+    """The PES packets carried on ``pid``, put back together from the TS packets."""
+    pes: list[bytearray] = []
+    for packet in ts_packets(data):
+        if ((packet[1] & 0x1F) << 8 | packet[2]) != pid:
+            continue
+        start = 4
+        if packet[3] & 0x20:  # adaptation field: length byte, then that many bytes
+            start += 1 + packet[4]
+        if packet[1] & 0x40:
+            pes.append(bytearray())
+        pes[-1] += packet[start:]
+    return [bytes(p) for p in pes]
+
+
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=2000), min_size=1, max_size=8),
+    keyframe=st.booleans(),
+)
+def test_ts_packetizing_round_trips_any_frame_size(sizes: list[int], keyframe: bool) -> None:
+    muxer = TsMuxer()
+    muxer.set_streams("avc1", "aac")
+    for index, size in enumerate(sizes):
+        frame = bytes((index + i) % 251 for i in range(size))
+        video = muxer.video(frame, 90_000 + index * 3600, 90_000 + index * 3600, keyframe)
+        (pes,) = reassemble(video, VIDEO_PID)
+        assert pes.endswith(frame) and pes[:3] == b"\x00\x00\x01"
+        assert len(pes) == 9 + pes[8] + size  # header, timestamps, the frame: no stuffing
+        audio = muxer.audio(frame[:1500], 90_000 + index * 1920)
+        (apes,) = reassemble(audio, AUDIO_PID)
+        assert apes.endswith(frame[:1500])
+        assert int.from_bytes(apes[4:6], "big") == len(apes) - 6  # bounded audio PES
+
+
+def test_timestamps_are_written_as_given() -> None:
+    muxer = TsMuxer()
+    muxer.set_streams("avc1", None)
+    (pes,) = reassemble(muxer.video(b"\x00\x00\x00\x01\x09\xf0", 123_456, 120_000, True), VIDEO_PID)
+    assert pes[7] == 0xC0  # PTS and DTS
+
+    def read(field: bytes) -> int:
+        return (
+            ((field[0] >> 1) & 7) << 30
+            | field[1] << 22
+            | (field[2] >> 1) << 15
+            | (field[3] << 7)
+            | (field[4] >> 1)
+        )
+
+    assert read(pes[9:14]) == 123_456 and read(pes[14:19]) == 120_000
