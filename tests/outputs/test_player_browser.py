@@ -91,13 +91,13 @@ def page_box(box: dict[str, float], stage: dict[str, float]) -> tuple[int, int, 
     return round(x0), round(y0), round(x0 + box["w"]), round(y0 + box["h"])
 
 
-def open_player(browser: Any, server: PlayerServer, transport: str) -> Any:
+def open_player(browser: Any, server: PlayerServer, transport: str, extra: str = "") -> Any:
     page = browser.new_page(viewport={"width": 800, "height": 640})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(
         f"{server.http_url}/play/live/face?transport={transport}"
-        "&regions=1&demo=1&color=ff00ff&shadow=0"
+        f"&regions=1&demo=1&color=ff00ff&shadow=0{extra}"
     )
     page.wait_for_function("window.roiPlayer && roiPlayer.frames > 10", timeout=30_000)
     assert not errors, errors
@@ -130,22 +130,31 @@ def comments_over(page: Any, box: dict[str, float]) -> int:
     )
 
 
-@pytest.mark.parametrize("transport", ["whep", "flv", "hls"])
+@pytest.mark.parametrize(
+    ("transport", "regions_from"),
+    [("whep", "channel"), ("whep", "ws"), ("flv", "sei"), ("hls", "ws")],
+)
 def test_player_overlay_danmaku_and_blur_follow_the_regions(
-    browser: Any, face_clip: list[MediaPacket], tmp_path: Path, transport: str
+    browser: Any,
+    face_clip: list[MediaPacket],
+    tmp_path: Path,
+    transport: str,
+    regions_from: str,
 ) -> None:
     server = PlayerServer(segment_seconds=1.0, window=4)
     try:
         server.feed("live", "face", face_clip)
         server.wait_live("live", "face")
-        page = open_player(browser, server, transport)
-        check_player(page, tmp_path, transport)
+        page = open_player(browser, server, transport, "&roi=ws" if regions_from == "ws" else "")
+        check_player(page, tmp_path, f"{transport}-{regions_from}")
+        assert page.evaluate("roiPlayer.regionSource") == regions_from
         page.close()
     finally:
         server.stop()
 
 
-def check_player(page: Any, tmp_path: Path, transport: str) -> None:
+def check_player(page: Any, tmp_path: Path, name: str) -> None:
+    transport = name.split("-")[0]
     # Frames advance, each with the regions of its own pts.
     first = state(page)
     time.sleep(1.0)
@@ -171,7 +180,7 @@ def check_player(page: Any, tmp_path: Path, transport: str) -> None:
             break
         time.sleep(0.1)
     crossing = comments_over(page, region)
-    shot = tmp_path / f"{transport}-overlay-danmaku.png"
+    shot = tmp_path / f"{name}-overlay-danmaku.png"
     page.screenshot(path=str(shot))
     image = load(shot)
     stage_area = (
@@ -203,12 +212,12 @@ def check_player(page: Any, tmp_path: Path, transport: str) -> None:
         "document.getElementById('show-blur').click();"
     )
     time.sleep(0.3)
-    blurred_shot = tmp_path / f"{transport}-blur.png"
+    blurred_shot = tmp_path / f"{name}-blur.png"
     page.screenshot(path=str(blurred_shot))
     blurred = load(blurred_shot)
     page.evaluate("document.getElementById('show-blur').click()")
     time.sleep(0.3)
-    sharp_shot = tmp_path / f"{transport}-sharp.png"
+    sharp_shot = tmp_path / f"{name}-sharp.png"
     page.screenshot(path=str(sharp_shot))
     sharp = load(sharp_shot)
 

@@ -2,6 +2,7 @@
 // fallbacks; region overlay, danmaku kept off the regions, background blur outside them.
 //
 // URL: /play/{app}/{stream}?transport=auto|whep|flv|hls&regions=1&danmaku=1&blur=1
+//      &roi=ws (WHEP: regions from the WebSocket feed instead of the data channel)
 //      &demo=1 (sample comments) &color=ffffff (comment colour) &shadow=0
 
 import { DanmakuLayer, applyMask, regionMask } from "./danmaku.js";
@@ -36,6 +37,7 @@ const state = {
   doc: null,
   boxes: [],
   roiMessages: 0,
+  regionSource: null,
   aligned: false,
   comments: 0,
 };
@@ -55,9 +57,10 @@ function setStatus(text) {
   $("status").textContent = text;
 }
 
-function addRoi(text, pts) {
+function addRoi(text, source, pts) {
   const doc = parseRoi(text);
   if (!doc) return null;
+  state.regionSource = source;
   if (pts !== undefined) doc.pts = pts;
   regions.add(doc);
   state.roiMessages++;
@@ -68,11 +71,14 @@ function addRoi(text, pts) {
 
 async function playWhep() {
   clock = new RtpClock();
+  const onRoi = (source) => (text, arrival) => {
+    const doc = addRoi(text, source);
+    if (doc && clock) clock.message(doc.pts, arrival);
+  };
+  const overChannel = params.get("roi") !== "ws";
   session = await startWhep(`${base}/whep`, {
-    onRoi: (text, arrival) => {
-      const doc = addRoi(text);
-      if (doc) clock.message(doc.pts, arrival);
-    },
+    onRoi: onRoi("channel"),
+    dataChannel: overChannel,
     onState: (s) => {
       if (s === "failed" || s === "closed") fail(new Error(`WebRTC ${s}`));
     },
@@ -81,12 +87,19 @@ async function playWhep() {
   // RTP timestamps name the frame; without them (older browsers) the newest regions are used.
   frameOf = (meta) =>
     meta.rtpTimestamp === undefined ? null : clock.frame(meta.rtpTimestamp, meta.receiveTime);
+  if (!overChannel) openRoiSocket(onRoi("ws"));
   await firstFrame(8000);
+  // Regions come on the data channel; should it carry nothing (a channel blocked on the
+  // way), the WebSocket feed brings the same JSON at the same moments.
+  const current = session;
+  setTimeout(() => {
+    if (session === current && !roiSocket && state.roiMessages === 0) openRoiSocket(onRoi("ws"));
+  }, 3000);
 }
 
 async function playFlv() {
   session = await startFlv(`${base}.flv`, video, {
-    onRoi: (text, pts) => addRoi(text, pts),
+    onRoi: (text, pts) => addRoi(text, "sei", pts),
     onError: (err) => fail(err),
   });
   frameOf = (meta) => Math.round(meta.mediaTime * 1000);
@@ -97,7 +110,7 @@ async function playHls() {
   if (!video.canPlayType("application/vnd.apple.mpegurl")) {
     throw new Error("this browser has no native HLS");
   }
-  openRoiSocket();
+  openRoiSocket((text) => addRoi(text, "ws"));
   video.src = `${base}.m3u8`;
   session = { close() {} };
   // Segments keep the relay's timeline: media time is the frame's pts, give or take the
@@ -107,10 +120,10 @@ async function playHls() {
   await firstFrame(20000);
 }
 
-function openRoiSocket() {
+function openRoiSocket(onRoi) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   roiSocket = new WebSocket(`${scheme}://${location.host}${base}/roi`);
-  roiSocket.onmessage = (event) => addRoi(event.data);
+  roiSocket.onmessage = (event) => onRoi(event.data, performance.now());
 }
 
 function firstFrame(timeoutMs) {

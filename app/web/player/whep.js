@@ -1,14 +1,17 @@
 // WHEP playback: one recvonly peer connection, the SDP offer POSTed to the relay, and a
 // data channel "roi" on which the relay sends each frame's region JSON.
 
-export async function startWhep(url, { onRoi, onState } = {}) {
+export async function startWhep(url, { onRoi, onState, dataChannel = true } = {}) {
   const pc = new RTCPeerConnection({ iceServers: [] });
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addTransceiver("audio", { direction: "recvonly" });
-  // Unordered and without retransmission: a late region message is worth less than the
-  // next one, and a frame without its own message keeps the previous regions anyway.
-  const channel = pc.createDataChannel("roi", { ordered: false, maxRetransmits: 0 });
-  channel.onmessage = (event) => onRoi && onRoi(event.data, performance.now());
+  let channel = null;
+  if (dataChannel) {
+    // Unordered and without retransmission: a late region message is worth less than the
+    // next one, and a frame without its own message keeps the previous regions anyway.
+    channel = pc.createDataChannel("roi", { ordered: false, maxRetransmits: 0 });
+    channel.onmessage = (event) => onRoi && onRoi(event.data, performance.now());
+  }
   const media = new MediaStream();
   pc.ontrack = (event) => media.addTrack(event.track);
   pc.onconnectionstatechange = () => onState && onState(pc.connectionState);
