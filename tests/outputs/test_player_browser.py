@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from app.media.packet import MediaPacket
+from app.media.sei import build_roi_sei
 from tests.outputs.conftest import PlayerServer
 from tests.outputs.media import encode_flv, face_box, face_frame, flv_packets, with_roi
 
@@ -245,3 +246,76 @@ def check_player(page: Any, tmp_path: Path, name: str) -> None:
     assert strong_edges(blurred, ring) > 0.8 * strong_edges(sharp, ring), "region left sharp"
     for got, want in zip(white_block(blurred, stage_area), expected, strict=True):
         assert abs(got - want) <= 4, "the block itself is not blurred"
+
+
+def test_player_comes_back_when_the_publisher_does(
+    browser: Any, face_clip: list[MediaPacket]
+) -> None:
+    server = PlayerServer()
+    try:
+        first = server.feed("live", "face", face_clip[: len(face_clip) // 4])
+        server.wait_live("live", "face")
+        page = open_player(browser, server, "auto")
+        assert page.evaluate("roiPlayer.transport") == "whep", "WebRTC first"
+        first.result(20)
+        page.wait_for_function("!roiPlayer.status.startsWith('playing')", timeout=15_000)
+        server.feed("live", "face", face_clip)
+        page.wait_for_function(
+            "roiPlayer.status === 'playing (whep)' && roiPlayer.boxes.length > 0",
+            timeout=20_000,
+        )
+        frames = page.evaluate("roiPlayer.frames")
+        time.sleep(0.5)
+        assert page.evaluate("roiPlayer.frames") > frames
+        page.close()
+    finally:
+        server.stop()
+
+
+def test_player_modules_in_the_browser(browser: Any) -> None:
+    """The player's pure parts, run in Chromium: region clip geometry, the pts-ordered region
+    store, the RTP-to-pts clock and the SEI reader (on an SEI built by app/media/sei.py)."""
+    sei = build_roi_sei('{"pts":40,"w":2,"h":2,"regions":[]}', "h264")
+    server = PlayerServer()
+    try:
+        page = browser.new_page()
+        page.goto(f"{server.http_url}/play/live/none?transport=flv")
+        got = page.evaluate(
+            """async (sei) => {
+                const d = await import('/player/danmaku.js');
+                const r = await import('/player/regions.js');
+                const rects = d.disjointRects([
+                    {x0: 0, y0: 0, x1: 10, y1: 10}, {x0: 5, y0: 5, x1: 15, y1: 15},
+                    {x0: 20, y0: 0, x1: 30, y1: 5}]);
+                const area = rects.reduce((a, q) => a + (q.x1 - q.x0) * (q.y1 - q.y0), 0);
+                let overlaps = 0;
+                for (const p of rects) for (const q of rects) if (p !== q
+                    && p.x0 < q.x1 && q.x0 < p.x1 && p.y0 < q.y1 && q.y0 < p.y1) overlaps++;
+                const track = new r.RegionTrack(3);
+                for (const pts of [40, 0, 80, 120]) track.add({pts, w: 1, h: 1, regions: []});
+                const clock = new r.RtpClock();
+                const origin = 2 ** 32 - 900;  // the RTP clock wraps during the run
+                const picks = [];
+                for (let i = 0; i < 8; i++) {
+                    clock.message(1000 + 40 * i, 100 * i);
+                    picks.push(clock.frame((origin + 90 * (1000 + 40 * i)) % 2 ** 32, 100 * i + 3));
+                }
+                return {area, overlaps, kept: track.docs.map((x) => x.pts),
+                        at: [track.at(79), track.at(79, 5), track.at(10)],
+                        picks, offset: clock.offset,
+                        sei: r.roiFromSei(new Uint8Array(sei)),
+                        bad: r.parseRoi('{"pts": 1}')};
+            }""",
+            list(sei),
+        )
+        page.close()
+    finally:
+        server.stop()
+    assert got["area"] == 100 + 100 - 25 + 50 and got["overlaps"] == 0
+    assert got["kept"] == [40, 80, 120], "bounded, ordered by pts"
+    assert got["at"][0]["pts"] == 40 and got["at"][1]["pts"] == 80 and got["at"][2] is None
+    assert got["offset"] == 2**32 - 900
+    assert got["picks"][:4] == [None] * 4, "five votes before the clock is trusted"
+    assert got["picks"][4:] == [1160, 1200, 1240, 1280]
+    assert got["sei"] == '{"pts":40,"w":2,"h":2,"regions":[]}'
+    assert got["bad"] is None

@@ -1,32 +1,51 @@
-// Danmaku (scrolling comments) and the region mask shared by the danmaku and blur layers.
+// Danmaku (scrolling comments) and the region clip shared by the danmaku and blur layers.
 
-const SVG_NS = "http://www.w3.org/2000/svg";
-
-// A CSS mask image that is opaque everywhere except inside the given boxes (stage CSS px),
-// so a masked layer shows nothing over the regions. Built as an SVG <mask> (white picture,
-// black boxes) rather than an even-odd path, so overlapping regions stay holes.
-export function regionMask(boxes, width, height, padding = 6) {
-  const holes = boxes
-    .map((b) => {
-      const x = Math.max(0, b.x - padding);
-      const y = Math.max(0, b.y - padding);
-      const w = Math.min(width, b.x + b.w + padding) - x;
-      const h = Math.min(height, b.y + b.h + padding) - y;
-      const r = Math.min(w, h) / 6;
-      return `<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${w.toFixed(1)}" height="${h.toFixed(1)}" rx="${r.toFixed(1)}" fill="black"/>`;
-    })
-    .join("");
-  const svg =
-    `<svg xmlns="${SVG_NS}" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">` +
-    `<defs><mask id="m" maskUnits="userSpaceOnUse" x="0" y="0" width="${width}" height="${height}">` +
-    `<rect width="${width}" height="${height}" fill="white"/>${holes}</mask></defs>` +
-    `<rect width="${width}" height="${height}" fill="black" mask="url(#m)"/></svg>`;
-  return `url("data:image/svg+xml,${encodeURIComponent(svg)}")`;
+// The layer's visible area: the whole stage minus the regions (grown by a little padding),
+// as a clip-path. A clip path is plain geometry, applied in the same frame as the overlay
+// that is drawn from the same boxes; a mask image (an SVG data URL) is decoded
+// asynchronously and can show the previous frame's regions for a while.
+export function regionClip(boxes, width, height, padding = 6) {
+  const holes = disjointRects(
+    boxes.map((b) => ({
+      x0: Math.max(0, b.x - padding),
+      y0: Math.max(0, b.y - padding),
+      x1: Math.min(width, b.x + b.w + padding),
+      y1: Math.min(height, b.y + b.h + padding),
+    })),
+  );
+  const f = (v) => Math.round(v * 10) / 10;
+  const path = [`M0 0H${f(width)}V${f(height)}H0Z`];
+  for (const r of holes) path.push(`M${f(r.x0)} ${f(r.y0)}H${f(r.x1)}V${f(r.y1)}H${f(r.x0)}Z`);
+  return `path(evenodd, "${path.join("")}")`;
 }
 
-export function applyMask(element, mask) {
-  element.style.maskImage = mask;
-  element.style.webkitMaskImage = mask;
+// Overlapping rectangles as disjoint ones covering the same area (vertical strips with
+// merged spans), so that an even-odd path keeps every overlap a hole.
+export function disjointRects(rects) {
+  const live = rects.filter((r) => r.x1 > r.x0 && r.y1 > r.y0);
+  const xs = [...new Set(live.flatMap((r) => [r.x0, r.x1]))].sort((a, b) => a - b);
+  const out = [];
+  for (let i = 0; i + 1 < xs.length; i++) {
+    const [a, b] = [xs[i], xs[i + 1]];
+    const spans = live
+      .filter((r) => r.x0 <= a && r.x1 >= b)
+      .map((r) => [r.y0, r.y1])
+      .sort((p, q) => p[0] - q[0]);
+    let current = null;
+    for (const [y0, y1] of spans) {
+      if (current && y0 <= current[1]) current[1] = Math.max(current[1], y1);
+      else {
+        if (current) out.push({ x0: a, x1: b, y0: current[0], y1: current[1] });
+        current = [y0, y1];
+      }
+    }
+    if (current) out.push({ x0: a, x1: b, y0: current[0], y1: current[1] });
+  }
+  return out;
+}
+
+export function applyClip(element, clip) {
+  element.style.clipPath = clip;
 }
 
 export class DanmakuLayer {

@@ -193,7 +193,8 @@ function hex2(v) {
 
 export async function startFlv(url, video, { onRoi, onError } = {}) {
   const mediaSource = new MediaSource();
-  video.src = URL.createObjectURL(mediaSource);
+  const objectUrl = URL.createObjectURL(mediaSource);
+  video.src = objectUrl;
   await new Promise((resolve) => mediaSource.addEventListener("sourceopen", resolve, { once: true }));
   const controller = new AbortController();
   const tracks = {};
@@ -341,6 +342,7 @@ export async function startFlv(url, video, { onRoi, onError } = {}) {
     close() {
       controller.abort();
       clearInterval(chase);
+      URL.revokeObjectURL(objectUrl);
     },
   };
 }

@@ -5,7 +5,7 @@
 //      &roi=ws (WHEP: regions from the WebSocket feed instead of the data channel)
 //      &demo=1 (sample comments) &color=ffffff (comment colour) &shadow=0
 
-import { DanmakuLayer, applyMask, regionMask } from "./danmaku.js";
+import { DanmakuLayer, applyClip, regionClip } from "./danmaku.js";
 import { startFlv } from "./flv-mse.js";
 import { RegionTrack, RtpClock, parseRoi } from "./regions.js";
 import { startWhep } from "./whep.js";
@@ -207,7 +207,7 @@ function boxesFor(doc, rect) {
   }));
 }
 
-let lastMaskKey = "";
+let lastClipKey = "";
 let shownDoc = null;
 
 function render(doc) {
@@ -228,16 +228,19 @@ function render(doc) {
     overlay.innerHTML = svg;
   } else if (overlay.firstChild) overlay.replaceChildren();
   const key = `${rect.width}x${rect.height}:${boxes.map((b) => `${b.x|0},${b.y|0},${b.w|0},${b.h|0}`).join(";")}`;
-  if (key !== lastMaskKey) {
-    lastMaskKey = key;
-    const mask = regionMask(boxes, rect.width, rect.height);
-    applyMask(danmakuLayer, mask);
-    applyMask(blurLayer, mask);
+  if (key !== lastClipKey) {
+    lastClipKey = key;
+    const clip = regionClip(boxes, rect.width, rect.height);
+    applyClip(danmakuLayer, clip);
+    applyClip(blurLayer, clip);
   }
 }
 
+let lastFrameAt = 0;
+
 function onFrame(now, meta) {
   state.frames++;
+  lastFrameAt = performance.now();
   const pts = frameOf(meta);
   state.pts = pts;
   state.aligned = pts !== null;
@@ -250,8 +253,13 @@ if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
   video.requestVideoFrameCallback(onFrame);
 } else {
   // No per-frame callback: follow the newest regions at the display rate.
+  let lastTime = -1;
   const tick = () => {
-    if (!video.paused) state.frames++;
+    if (video.currentTime !== lastTime) {
+      lastTime = video.currentTime;
+      state.frames++;
+      lastFrameAt = performance.now();
+    }
     render(regions.latest());
     requestAnimationFrame(tick);
   };
@@ -269,11 +277,21 @@ $("transport").value = TRANSPORTS[params.get("transport")] ? params.get("transpo
 const syncToggles = () => {
   danmakuLayer.hidden = !$("show-danmaku").checked;
   blurLayer.hidden = !$("show-blur").checked;
-  lastMaskKey = "";
+  lastClipKey = "";
   render(shownDoc); // a paused picture gets no frame callbacks: redraw now
 };
 for (const id of ["show-regions", "show-danmaku", "show-blur"]) $(id).addEventListener("change", syncToggles);
 syncToggles();
+// The publisher stopped (HTTP-FLV and HLS end like a file): wait for it to come back.
+video.addEventListener("ended", () => fail(new Error("the stream ended")));
+// A WebRTC peer that went away shows no error for a long while (ICE consent runs for 30 s):
+// a picture that stands still for seconds, unpaused, means the stream is gone.
+const STALL_MS = 4000;
+setInterval(() => {
+  if (state.status.startsWith("playing") && !video.paused && performance.now() - lastFrameAt > STALL_MS) {
+    fail(new Error("no picture"));
+  }
+}, 1000);
 $("unmute").addEventListener("change", () => {
   video.muted = !$("unmute").checked;
 });
