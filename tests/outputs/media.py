@@ -6,53 +6,18 @@ from __future__ import annotations
 import asyncio
 import fractions
 import io
-import struct
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import av
 import numpy as np
 
 from app.hub import Hub, Stream, StreamKey
-from app.media.flv import TagType, VideoPacketType, parse_video_tag
+from app.media.flv import FlvFileReader, TagType, VideoPacketType, parse_video_tag
 from app.media.packet import MediaPacket
 from app.media.sei import add_roi_sei
 from app.roi.regions import Region, roi_json
-
-
-@dataclass(frozen=True)
-class FlvTag:
-    kind: int
-    timestamp: int
-    body: bytes
-
-
-class FlvTagReader:
-    """Incremental FLV file reader: feed bytes, get whole tags."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._header_done = False
-
-    def feed(self, data: bytes) -> list[FlvTag]:
-        self._buffer += data
-        tags: list[FlvTag] = []
-        if not self._header_done:
-            if len(self._buffer) < 13:
-                return tags
-            assert self._buffer[:3] == b"FLV", "not an FLV stream"
-            offset = struct.unpack(">I", self._buffer[5:9])[0]
-            del self._buffer[: offset + 4]
-            self._header_done = True
-        while len(self._buffer) >= 11:
-            size = int.from_bytes(self._buffer[1:4], "big")
-            if len(self._buffer) < 11 + size + 4:
-                break
-            ts = int.from_bytes(self._buffer[4:7], "big") | (self._buffer[7] << 24)
-            tags.append(FlvTag(self._buffer[0] & 0x1F, ts, bytes(self._buffer[11 : 11 + size])))
-            del self._buffer[: 11 + size + 4]
-        return tags
 
 
 def gray_frame(index: int, width: int, height: int) -> np.ndarray:
@@ -113,7 +78,7 @@ def encode_flv(
 
 
 def flv_packets(data: bytes) -> list[MediaPacket]:
-    return [MediaPacket.from_tag(t.kind, t.timestamp, t.body) for t in FlvTagReader().feed(data)]
+    return [MediaPacket.from_tag(t.kind, t.timestamp, t.body) for t in FlvFileReader().feed(data)]
 
 
 def frame_pts(packet: MediaPacket) -> int:
