@@ -603,6 +603,55 @@ def _hsv_mask(hsv: np.ndarray, ranges: Sequence[_HsvRange]) -> np.ndarray:
     return mask
 
 
+@dataclass(frozen=True, slots=True)
+class _ColourBlobs:
+    """Connected regions of a colour mask on a downscaled picture (stats in its pixels)."""
+
+    scale: float  # downscaled / original
+    small: np.ndarray
+    hsv: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    h: np.ndarray
+    area: np.ndarray
+
+
+def _colour_blobs(
+    frame: np.ndarray,
+    work_width: int,
+    colours: Sequence[_HsvRange],
+    close_kernel: tuple[int, int],
+    connectivity: int,
+) -> _ColourBlobs | None:
+    """The picture at ``work_width`` at most, masked by ``colours``, closed, and split into
+    connected components; None when nothing has the colours."""
+    h, w = frame.shape[:2]
+    scale = min(1.0, work_width / w)
+    small = (
+        frame
+        if scale == 1.0
+        else cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    )
+    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
+    mask = cv2.morphologyEx(
+        _hsv_mask(hsv, colours), cv2.MORPH_CLOSE, np.ones(close_kernel, np.uint8)
+    )
+    count, _labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=connectivity)
+    if count <= 1:
+        return None
+    return _ColourBlobs(
+        scale,
+        small,
+        hsv,
+        stats[1:, cv2.CC_STAT_LEFT],
+        stats[1:, cv2.CC_STAT_TOP],
+        stats[1:, cv2.CC_STAT_WIDTH],
+        stats[1:, cv2.CC_STAT_HEIGHT],
+        stats[1:, cv2.CC_STAT_AREA],
+    )
+
+
 MAX_BAR_CANDIDATES = 200
 
 
@@ -638,25 +687,14 @@ class HealthBarDetector(_DetectorBase):
 
     def _detect(self, frame: np.ndarray) -> list[Detection]:
         h, w = frame.shape[:2]
-        scale = min(1.0, self.work_width / w)
-        small = (
-            frame
-            if scale == 1.0
-            else cv2.resize(
-                frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
-            )
-        )
-        sw = small.shape[1]
-        hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
-        mask = _hsv_mask(hsv, self.colours)
         # The segment ticks inside a bar split it; a horizontal close joins it again.
-        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((1, 3), np.uint8))
-        count, _labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
-        if count <= 1:
+        blobs = _colour_blobs(frame, self.work_width, self.colours, (1, 3), connectivity=4)
+        if blobs is None:
             return []
-        x, y = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
-        bw, bh = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]
-        fill = stats[1:, cv2.CC_STAT_AREA] / np.maximum(bw * bh, 1)
+        scale, small, hsv = blobs.scale, blobs.small, blobs.hsv
+        sw = small.shape[1]
+        x, y, bw, bh = blobs.x, blobs.y, blobs.w, blobs.h
+        fill = blobs.area / np.maximum(bw * bh, 1)
         aspect = bw / np.maximum(bh, 1)
         # Cheap shape tests first, so the frame checks below see only a few candidates.
         # The coloured part alone is at least 1.5 times as wide as high (a bar down to about
@@ -768,23 +806,11 @@ class ColourBlobDetector(_DetectorBase):
 
     def _detect(self, frame: np.ndarray) -> list[Detection]:
         h, w = frame.shape[:2]
-        scale = min(1.0, self.work_width / w)
-        small = (
-            frame
-            if scale == 1.0
-            else cv2.resize(
-                frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
-            )
-        )
-        sw = small.shape[1]
-        mask = _hsv_mask(cv2.cvtColor(small, cv2.COLOR_RGB2HSV), self.colours)
-        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
-        count, _labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        if count <= 1:
+        blobs = _colour_blobs(frame, self.work_width, self.colours, (3, 3), connectivity=8)
+        if blobs is None:
             return []
-        x, y = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
-        bw, bh = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]
-        area = stats[1:, cv2.CC_STAT_AREA]
+        scale, sw = blobs.scale, blobs.small.shape[1]
+        x, y, bw, bh, area = blobs.x, blobs.y, blobs.w, blobs.h, blobs.area
         side = np.maximum(bw, bh)
         # A disc fills pi/4 of its bounding square.
         fill = area / np.maximum(side * side * (np.pi / 4), 1)
