@@ -164,3 +164,14 @@ async def test_processor_flushes_before_players_see_end() -> None:
     await hub.wait_closed()
     assert proc.finished and stream.output.ended
     assert await sub.get() is None
+
+
+async def test_end_of_sequence_tag_is_not_a_keyframe_to_start_on() -> None:
+    end_of_sequence = MediaPacket.from_tag(TagType.VIDEO, 40, bytes([0x17, 2, 0, 0, 0]))
+    assert not end_of_sequence.keyframe and not end_of_sequence.sequence_header
+    hub = Hub()
+    stream = hub.open_publisher(KEY, {}, "test")
+    stream.source.push(video(0, key=True))
+    stream.source.push(end_of_sequence)
+    late = drain(stream.output.subscribe("late"))
+    assert [p.timestamp for p in late] == [0, 40], "the GOP still starts at the real keyframe"

@@ -24,13 +24,14 @@ class MediaPacket:
         tag_kind = TagType(kind)
         if tag_kind is TagType.VIDEO:
             info = parse_video_tag(payload)
-            seq = info.packet_type is VideoPacketType.SEQUENCE_START
+            # Only a coded picture is a keyframe to start playback on: sequence headers and
+            # end-of-sequence tags carry the keyframe flag too.
             return cls(
                 tag_kind,
                 timestamp,
                 payload,
-                keyframe=info.keyframe and not seq,
-                sequence_header=seq,
+                keyframe=info.keyframe and info.packet_type is VideoPacketType.CODED_FRAMES,
+                sequence_header=info.packet_type is VideoPacketType.SEQUENCE_START,
             )
         if tag_kind is TagType.AUDIO:
             return cls(
