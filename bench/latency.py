@@ -37,24 +37,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.browser import CHROMIUM, launch_chromium  # noqa: E402
 from tests.relay_harness import RunningRelay  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 640, 360, 25
 BLOCK = 16
 BITS = WIDTH // BLOCK  # 40 bits a row: ms since the epoch modulo 2**40 (34 years)
 WARM_UP_S = 2.0
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
 
 
 def stamp_frame(index: int, ms: int) -> np.ndarray:
@@ -240,13 +229,11 @@ def main() -> None:
             )
             out, _ = player.communicate(timeout=args.seconds + 30)
             results["baseline (PyAV HTTP-FLV)"] = json.loads(out.strip().splitlines()[-1])
-            if not args.no_browser and Path(CHROMIUM).exists():
+            if not args.no_browser and CHROMIUM.exists():
                 from playwright.sync_api import sync_playwright
 
                 with sync_playwright() as playwright:
-                    browser = playwright.chromium.launch(
-                        executable_path=CHROMIUM, args=CHROMIUM_ARGS
-                    )
+                    browser = launch_chromium(playwright)
                     for transport, seconds in (
                         ("whep", args.seconds),
                         ("flv", args.seconds),

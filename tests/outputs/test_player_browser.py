@@ -19,34 +19,23 @@ import pytest
 
 from app.media.packet import MediaPacket
 from app.media.sei import build_roi_sei
+from tests.browser import CHROMIUM, launch_chromium
 from tests.outputs.conftest import PlayerServer
 from tests.outputs.media import encode_flv, face_box, face_frame, flv_packets, with_roi
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
 DANMAKU_BGR = (255, 0, 255)  # comments are drawn in magenta, which the video never contains
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
+    if not CHROMIUM.exists():
         pytest.skip("Debian chromium is not installed")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = launch_chromium(playwright)
         yield chromium
         chromium.close()
 

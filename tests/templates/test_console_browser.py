@@ -17,19 +17,9 @@ from app.api.streams import streams_router
 from app.hub import Hub, StreamKey
 from app.templates.rules import DESCRIPTION_RULE, NAME_RULE
 from app.templates.store import TemplateStore
+from tests.browser import CHROMIUM, launch_chromium
 from tests.templates.conftest import build_app, live_server
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TOKEN = "console-token"
 DELAY = 3.0
 
@@ -45,7 +35,7 @@ def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        launched = launch_chromium(playwright)
         yield launched
         launched.close()
 
