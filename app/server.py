@@ -23,6 +23,7 @@ from app.api.whep import whep_router
 from app.config import Settings
 from app.hub import Hub
 from app.metrics import relay_registry
+from app.outputs.flv import HttpFlvPlayback
 from app.outputs.webrtc import WhepService
 from app.roi.pipeline import RoiController
 from app.rtmp.server import RtmpServer
@@ -52,6 +53,8 @@ class Relay:
         self.templates.subscribe(self._on_template_change)
         self.whep = WhepService(self.hub)
         self.http_app = self._build_http_app()
+        # HTTP-FLV is answered in front of FastAPI (app/outputs/flv.py says why).
+        self.asgi_app = HttpFlvPlayback(self.hub, self.http_app)
         self.rtmp = RtmpServer(self.hub, settings)
         self._uvicorn: uvicorn.Server | None = None
         self._uvicorn_task: asyncio.Task[None] | None = None
@@ -111,7 +114,7 @@ class Relay:
         sock.bind((self.settings.host, self.settings.http_port))
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self.http_app,
+            self.asgi_app,
             log_level=self.settings.log_level,
             lifespan="off",
             ws="websockets-sansio",

@@ -163,3 +163,22 @@ def test_hevc_push_over_enhanced_rtmp_plays_over_http_flv(relay) -> None:
     pushed = finish_client(pusher)
     assert got["codec"] == "hevc"
     assert got["video_frames"] == pushed["video_frames"]
+
+
+def test_http_flv_player_leaving_is_dropped_at_once(relay) -> None:
+    import socket
+
+    pusher = start_client("push", f"{relay.rtmp_url}/live/leave", "--seconds", "6")
+    wait_live(relay, "live", "leave")
+    with socket.create_connection(("127.0.0.1", relay.relay.http_port), timeout=5) as conn:
+        conn.sendall(b"GET /live/leave.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = conn.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200") and b"video/x-flv" in head
+        assert wait_live(relay, "live", "leave")["players"] == 1
+    deadline = time.monotonic() + 2
+    while wait_live(relay, "live", "leave")["players"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert wait_live(relay, "live", "leave")["players"] == 0
+    head_only = httpx.head(f"{relay.http_url}/live/leave.flv", timeout=5)
+    assert head_only.status_code == 200 and head_only.headers["content-type"] == "video/x-flv"
+    finish_client(pusher)

@@ -1,35 +1,17 @@
-"""Playback on the HTTP port: HTTP-FLV and the per-frame ROI feed."""
+"""The per-frame ROI feed on the HTTP port (HTTP-FLV itself is app/outputs/flv.py)."""
 
 from __future__ import annotations
 
 import contextlib
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from fastapi.responses import StreamingResponse
 
-from app.api.streams import find_stream
 from app.hub import Hub, StreamKey
 from app.media.flv import TagType
-from app.outputs.flv import flv_body
 
 
 def playback_router(hub: Hub) -> APIRouter:
     router = APIRouter(tags=["playback"])
-
-    @router.get(
-        "/{app}/{stream}.flv",
-        summary="HTTP-FLV playback",
-        response_class=StreamingResponse,
-        responses={200: {"content": {"video/x-flv": {}}}, 404: {"description": "Not live"}},
-    )
-    async def play_flv(app: str, stream: str) -> StreamingResponse:
-        live = find_stream(hub, app, stream)
-        sub = live.output.subscribe("http-flv")
-        return StreamingResponse(
-            flv_body(sub),
-            media_type="video/x-flv",
-            headers={"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"},
-        )
 
     @router.websocket("/{app}/{stream}/roi")
     async def roi_feed(websocket: WebSocket, app: str, stream: str) -> None:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from app.media.flv import FlvError, TagType, VideoPacketType, parse_audio_tag, parse_video_tag
+from app.media.flv import (
+    FlvError,
+    TagType,
+    VideoPacketType,
+    flv_tag,
+    parse_audio_tag,
+    parse_video_tag,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +24,15 @@ class MediaPacket:
     # Compact ROI JSON of this video frame (DESIGN.md), set by the ROI transcoder; outputs
     # forward it (WebSocket feed, WHEP data channel) aligned with the frame it describes.
     roi: str | None = None
+    # The packet as an FLV file tag, built on first use and shared by every HTTP-FLV player.
+    _flv_tag: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    def flv_tag(self) -> bytes:
+        tag = self._flv_tag
+        if tag is None:
+            tag = flv_tag(self.kind, self.timestamp, self.payload)
+            object.__setattr__(self, "_flv_tag", tag)  # a cache, not a change of value
+        return tag
 
     @classmethod
     def from_tag(cls, kind: int, timestamp: int, payload: bytes) -> MediaPacket:

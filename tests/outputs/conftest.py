@@ -23,6 +23,7 @@ from app.api.player import player_router
 from app.api.whep import whep_router
 from app.hub import Hub, Stream, StreamKey
 from app.media.packet import MediaPacket
+from app.outputs.flv import HttpFlvPlayback
 from app.outputs.hls import HlsService
 from app.outputs.webrtc import WhepService
 from tests.outputs.media import feed_live
@@ -53,7 +54,10 @@ class PlayerServer:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self.app, log_level="warning", lifespan="off", ws="websockets-sansio"
+            HttpFlvPlayback(self.hub, self.app),
+            log_level="warning",
+            lifespan="off",
+            ws="websockets-sansio",
         )
         self._server = uvicorn.Server(config)
         self._serving = asyncio.run_coroutine_threadsafe(
