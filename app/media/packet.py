@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from app.media.flv import (
@@ -24,15 +25,24 @@ class MediaPacket:
     # Compact ROI JSON of this video frame (DESIGN.md), set by the ROI transcoder; outputs
     # forward it (WebSocket feed, WHEP data channel) aligned with the frame it describes.
     roi: str | None = None
-    # The packet as an FLV file tag, built on first use and shared by every HTTP-FLV player.
-    _flv_tag: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    # Wire forms of this packet (an FLV file tag, RTMP chunks), each built once on first use
+    # and shared by every player that needs the same bytes.
+    _encoded: dict[Hashable, bytes] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def encoded(self, key: Hashable, build: Callable[[], bytes]) -> bytes:
+        cache = self._encoded
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_encoded", cache)  # a cache, not a change of value
+        data = cache.get(key)
+        if data is None:
+            data = cache[key] = build()
+        return data
 
     def flv_tag(self) -> bytes:
-        tag = self._flv_tag
-        if tag is None:
-            tag = flv_tag(self.kind, self.timestamp, self.payload)
-            object.__setattr__(self, "_flv_tag", tag)  # a cache, not a change of value
-        return tag
+        return self.encoded("flv", lambda: flv_tag(self.kind, self.timestamp, self.payload))
 
     @classmethod
     def from_tag(cls, kind: int, timestamp: int, payload: bytes) -> MediaPacket:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from app.auth import PushKeys, check_push
@@ -336,8 +337,23 @@ class RtmpConnection(asyncio.Protocol):
                 self._flush()
                 log.info("%s: stream ended for player", self.peer)
                 return
+            key = ("rtmp", *session.media_chunks_key(stream_id))
             while packet is not None:
-                session.send_media(stream_id, packet.kind, packet.timestamp, packet.payload)
+                if packet.kind is TagType.DATA:
+                    session.send_media(stream_id, packet.kind, packet.timestamp, packet.payload)
+                else:
+                    session.send_chunks(
+                        packet.encoded(
+                            key,
+                            partial(
+                                session.media_chunks,
+                                stream_id,
+                                packet.kind,
+                                packet.timestamp,
+                                packet.payload,
+                            ),
+                        )
+                    )
                 packet = subscription.get_nowait()
             self._flush()
 

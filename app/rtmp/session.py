@@ -649,10 +649,28 @@ class RtmpServerSession:
 
     def send_media(self, stream_id: int, kind: int, timestamp: int, payload: bytes) -> None:
         """Queues one FLV tag body (audio 8, video 9, data 18) for a playing stream."""
-        csid = CSID_VIDEO if kind == MessageType.VIDEO else CSID_AUDIO
         if kind == DATA_KIND:
-            csid = CSID_STREAM
-        self._out += self._writer.write(csid, kind, stream_id, timestamp, payload)
+            self._out += self._writer.write(CSID_STREAM, kind, stream_id, timestamp, payload)
+        else:
+            self._out += self.media_chunks(stream_id, kind, timestamp, payload)
+
+    def media_chunks(self, stream_id: int, kind: int, timestamp: int, payload: bytes) -> bytes:
+        """An audio/video message as chunks with a full (type-0) header.
+
+        Nothing in these bytes depends on what this connection sent before, so a server can
+        build them once per packet and hand the same bytes to every player (``send_chunks``)
+        with the same ``media_chunks_key``. The cost is a few header bytes per message.
+        """
+        csid = CSID_VIDEO if kind == MessageType.VIDEO else CSID_AUDIO
+        return self._writer.write(csid, kind, stream_id, timestamp, payload, fmt=0)
+
+    def media_chunks_key(self, stream_id: int) -> tuple[int, int, bool]:
+        """What ``media_chunks`` output depends on besides the message itself."""
+        return (self._writer.chunk_size, stream_id, self._writer.type3_repeats_extended)
+
+    def send_chunks(self, chunks: bytes) -> None:
+        """Queues bytes made by ``media_chunks`` (on any session with the same key)."""
+        self._out += chunks
 
     def send_metadata(
         self, stream_id: int, metadata: Mapping[str, Any], timestamp: int = 0

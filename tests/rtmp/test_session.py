@@ -476,3 +476,28 @@ def test_random_commands_and_messages_after_connect_never_crash(messages) -> Non
                 d.session.send_media(event.stream_id, 9, 0, AVC_KEYFRAME)
     d.send(b"")
     assert d.session.closed
+
+
+def test_media_chunks_are_the_same_for_every_player_and_read_back_in_order() -> None:
+    from app.rtmp.chunk import ChunkReader, MessageType
+    from app.rtmp.session import RtmpServerSession
+
+    first, second = RtmpServerSession(), RtmpServerSession()
+    video = bytes([0x27, 1, 0, 0, 0]) + bytes(range(256)) * 40  # spans several chunks
+    audio = bytes([0xAF, 1]) + b"\x11" * 300
+    assert first.media_chunks_key(1) == second.media_chunks_key(1)
+    shared = first.media_chunks(1, MessageType.VIDEO, 0xFFFFFF + 5, video)
+    assert shared == second.media_chunks(1, MessageType.VIDEO, 0xFFFFFF + 5, video)
+    # Interleaved with compressed messages, shared bytes still read back as sent.
+    first.send_media(1, MessageType.AUDIO, 40, audio)
+    first.send_chunks(shared)
+    first.send_media(1, MessageType.AUDIO, 0xFFFFFF + 6, audio)
+    first.send_chunks(first.media_chunks(1, MessageType.VIDEO, 0xFFFFFF + 45, video))
+    reader = ChunkReader()  # both sides at the default chunk size: no connect happened
+    got = [(m.type_id, m.timestamp, m.payload) for m in reader.receive_data(first.data_to_send())]
+    assert got == [
+        (MessageType.AUDIO, 40, audio),
+        (MessageType.VIDEO, 0xFFFFFF + 5, video),
+        (MessageType.AUDIO, 0xFFFFFF + 6, audio),
+        (MessageType.VIDEO, 0xFFFFFF + 45, video),
+    ]
