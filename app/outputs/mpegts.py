@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.media.nal import BitReader, NalError
+
 TS_PACKET = 188
 _TS_PAYLOAD = 184
 _SYNC = 0x47
@@ -209,39 +211,26 @@ class AacConfig:
         return self.object_type - 1
 
 
-class _Bits:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def read(self, count: int) -> int:
-        value = 0
-        for _ in range(count):
-            byte = self.pos >> 3
-            if byte >= len(self.data):
-                raise AacConfigError("AudioSpecificConfig truncated")
-            value = (value << 1) | ((self.data[byte] >> (7 - (self.pos & 7))) & 1)
-            self.pos += 1
-        return value
-
-
 _SAMPLING_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025)
 _SAMPLING_RATES += (8000, 7350)
 
 
 def parse_audio_specific_config(asc: bytes) -> AacConfig:
     """The parts of an AudioSpecificConfig (ISO/IEC 14496-3 1.6.2.1) that ADTS repeats."""
-    bits = _Bits(asc)
-    object_type = bits.read(5)
-    if object_type == 31:
-        object_type = 32 + bits.read(6)
-    sampling_index = bits.read(4)
-    if sampling_index == 15:
-        rate = bits.read(24)
+    bits = BitReader(asc)
+    try:
+        object_type = bits.bits(5)
+        if object_type == 31:
+            object_type = 32 + bits.bits(6)
+        sampling_index = bits.bits(4)
+        rate = bits.bits(24) if sampling_index == 15 else None
+        channels = bits.bits(4)
+    except NalError as exc:
+        raise AacConfigError("AudioSpecificConfig truncated") from exc
+    if rate is not None:
         if rate not in _SAMPLING_RATES:
             raise AacConfigError(f"AAC sampling rate {rate} has no ADTS index")
         sampling_index = _SAMPLING_RATES.index(rate)
-    channels = bits.read(4)
     if not 1 <= object_type <= 4 and object_type not in (5, 29):
         raise AacConfigError(f"AAC object type {object_type} cannot be carried in ADTS")
     return AacConfig(object_type, sampling_index, channels)

@@ -38,23 +38,11 @@ def stream_info(base: str, app: str, name: str, timeout: float = 15) -> dict:
     raise AssertionError(f"{app}/{name} never went live")
 
 
-def face_push(url: str, seconds: float) -> object:
+def face_push(url: str, seconds: float, *extra: str) -> object:
     return start_client(
-        "push",
-        url,
-        "--image",
-        FACE_IMAGE,
-        "--width",
-        "320",
-        "--height",
-        "240",
-        "--seconds",
-        str(seconds),
-        "--bitrate",
-        "400",
-        "--gop",
-        "25",
-    )
+        "push", url, "--image", FACE_IMAGE, "--width", "320", "--height", "240",
+        "--seconds", str(seconds), "--bitrate", "400", "--gop", "25", *extra,
+    )  # fmt: skip
 
 
 def covers_face(region: dict, pan_margin: float = 20) -> bool:
@@ -190,21 +178,8 @@ def test_application_regions_override_and_roi_feed(relay) -> None:
 def test_hevc_push_is_roi_encoded_as_hevc(relay_factory) -> None:
     relay = relay_factory(template_activation_delay=0)
     create_template(relay.http_url, "hevc", model="LiveShows")
-    pusher = start_client(
-        "push",
-        f"{relay.rtmp_url}/live/h265?roirecognition=roihevc",
-        "--codec",
-        "libx265",
-        "--image",
-        FACE_IMAGE,
-        "--width",
-        "320",
-        "--height",
-        "240",
-        "--seconds",
-        "4",
-        "--gop",
-        "25",
+    pusher = face_push(
+        f"{relay.rtmp_url}/live/h265?roirecognition=roihevc", 4, "--codec", "libx265"
     )
     stream_info(relay.http_url, "live", "h265")
     time.sleep(1)
