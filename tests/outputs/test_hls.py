@@ -430,7 +430,6 @@ def test_timestamps_are_written_as_given() -> None:
     assert read(pes[9:14]) == 123_456 and read(pes[14:19]) == 120_000
 
 
-
 def test_truncated_audio_specific_config_is_a_clear_error() -> None:
     from app.outputs.mpegts import AacConfigError
 
