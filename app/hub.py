@@ -65,6 +65,9 @@ class Subscription:
         self._wakeup = asyncio.Event()
         self._ended = False
         self._closed = False
+        # Set by an output that can write synchronously (RTMP play): called with a packet when
+        # nothing is queued; returns False when the player cannot take it now (then it queues).
+        self.direct: Callable[[MediaPacket], bool] | None = None
         # True until the next video keyframe: set at start when no GOP is cached, and after
         # an overflow, so playback always resumes on a picture the decoder can show.
         self._awaiting_keyframe = False
@@ -101,6 +104,10 @@ class Subscription:
             self._skip_to_next_keyframe()
 
     def _append(self, packet: MediaPacket) -> None:
+        # Nothing queued and the player can take it now: hand it over without a task switch.
+        if self.direct is not None and not self._queue and self.direct(packet):
+            self.bytes_out += packet.size
+            return
         self._queue.append(packet)
         self._queued_bytes += packet.size
         self._wakeup.set()

@@ -175,3 +175,30 @@ async def test_end_of_sequence_tag_is_not_a_keyframe_to_start_on() -> None:
     stream.source.push(end_of_sequence)
     late = drain(stream.output.subscribe("late"))
     assert [p.timestamp for p in late] == [0, 40], "the GOP still starts at the real keyframe"
+
+
+async def test_direct_handoff_keeps_order_and_falls_back_to_the_queue() -> None:
+    hub = Hub()
+    stream = hub.open_publisher(KEY, {}, "test")
+    stream.source.push(video(0, key=True))
+    sub = stream.output.subscribe("direct")
+    written: list[int] = []
+    room = True
+
+    def direct(packet: MediaPacket) -> bool:
+        if room:
+            written.append(packet.timestamp)
+        return room
+
+    sub.direct = direct
+    assert [p.timestamp for p in drain(sub)] == [0]  # what subscribe queued: the cached GOP
+    stream.source.push(video(40))
+    room = False
+    stream.source.push(video(80))
+    room = True
+    stream.source.push(video(120))  # something is queued: it must wait its turn
+    assert written == [40]
+    assert [p.timestamp for p in drain(sub)] == [80, 120]
+    stream.source.push(video(160))
+    assert written == [40, 160]
+    assert sub.bytes_out == sum(p.size for p in stream.output.gop)

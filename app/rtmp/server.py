@@ -317,6 +317,7 @@ class RtmpConnection(asyncio.Protocol):
         subscription = stream.output.subscribe(f"rtmp {self.peer}")
         self.session.accept_play(stream_id)
         self._flush()
+        subscription.direct = partial(self._send_now, stream_id)
         self.server.counters.players_open += 1
         log.info("%s: playing %s", self.peer, key)
         try:
@@ -337,25 +338,28 @@ class RtmpConnection(asyncio.Protocol):
                 self._flush()
                 log.info("%s: stream ended for player", self.peer)
                 return
-            key = ("rtmp", *session.media_chunks_key(stream_id))
             while packet is not None:
-                if packet.kind is TagType.DATA:
-                    session.send_media(stream_id, packet.kind, packet.timestamp, packet.payload)
-                else:
-                    session.send_chunks(
-                        packet.encoded(
-                            key,
-                            partial(
-                                session.media_chunks,
-                                stream_id,
-                                packet.kind,
-                                packet.timestamp,
-                                packet.payload,
-                            ),
-                        )
-                    )
+                self._send_packet(stream_id, packet)
                 packet = subscription.get_nowait()
             self._flush()
+
+    def _send_packet(self, stream_id: int, packet: MediaPacket) -> None:
+        session = self.session
+        if packet.kind is TagType.DATA:
+            session.send_media(stream_id, packet.kind, packet.timestamp, packet.payload)
+            return
+        build = partial(
+            session.media_chunks, stream_id, packet.kind, packet.timestamp, packet.payload
+        )
+        session.send_chunks(packet.encoded(("rtmp", *session.media_chunks_key(stream_id)), build))
+
+    def _send_now(self, stream_id: int, packet: MediaPacket) -> bool:
+        """The hub's direct path: write at once while the socket has room."""
+        if self._closing or not self._writable.is_set():
+            return False
+        self._send_packet(stream_id, packet)
+        self._flush()
+        return True
 
     def _player_done(self, stream_id: int, task: asyncio.Task[Any]) -> None:
         if self._players.get(stream_id) is task:
