@@ -189,3 +189,45 @@ def test_hevc_push_is_roi_encoded_as_hevc(relay_factory) -> None:
     documents = [json.loads(d) for d in got["sei"] if d]
     assert len(documents) >= 0.8 * got["video_frames"] > 0
     assert any(covers_face(r) for d in documents for r in d["regions"])
+
+
+def test_template_edit_and_delete_change_a_running_stream(relay_factory) -> None:
+    relay = relay_factory(template_activation_delay=0)
+    base = relay.http_url
+    create_template(base, "live1", model="LiveShows", delta_qp=-6)
+    pusher = face_push(f"{relay.rtmp_url}/live/edit?roirecognition=roilive1", 9)
+    stream_info(base, "live", "edit")
+    player = start_client("play", f"{base}/live/edit.flv", "--sei")
+
+    def wait_for(predicate, timeout: float = 6) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = stream_info(base, "live", "edit")
+            if predicate(info["roi"]):
+                return info["roi"]
+            time.sleep(0.1)
+        raise AssertionError(stream_info(base, "live", "edit")["roi"])
+
+    wait_for(lambda roi: roi["applied"])
+    time.sleep(1)
+    edited = httpx.patch(f"{base}/api/v1/roi-templates/roilive1", json={"delta_qp": -12})
+    assert edited.status_code == 200, edited.text
+    time.sleep(2)
+    assert httpx.delete(f"{base}/api/v1/roi-templates/roilive1").status_code == 204
+    roi = wait_for(lambda roi: not roi["applied"])
+    assert "does not exist" in roi["reason"]
+    finish_client(pusher)
+    got = finish_client(player)
+    assert got["decode_errors"] == 0
+    assert got["video_dts"] == sorted(got["video_dts"])
+    face_qps = [
+        next((r["qp"] for r in json.loads(d)["regions"] if r["label"] == "face"), None)
+        for d in got["sei"]
+        if d
+    ]
+    seen = [qp for qp in face_qps if qp is not None]
+    assert -6 in seen and -12 in seen, "the edit reached the encoder without a reconnect"
+    assert seen.index(-12) > seen.index(-6)
+    flags = [d is not None for d in got["sei"]]
+    last_roi = len(flags) - 1 - flags[::-1].index(True)
+    assert last_roi < len(flags) - 10, "after the delete the stream went on as plain relay"
