@@ -167,6 +167,16 @@ class WeightsSource:
 # --------------------------------------------------------------------------- shared helpers
 
 
+def _manifest_session(
+    opts: _Options, base: Path, threads: int, providers: Sequence[str]
+) -> ort.InferenceSession:
+    """The (shared) ONNX Runtime session of a detector's ``weights`` and ``sha256`` fields."""
+    weights = WeightsSource.parse(
+        opts.get("weights", str), base, opts.table.get("sha256"), opts.where
+    )
+    return _session(weights, threads, providers)
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise IoU of boxes a [n,4] and b [m,4] (x0,y0,x1,y1) -> [n,m]."""
     ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
@@ -332,10 +342,7 @@ class RetinaFaceDetector(_DetectorBase):
 
     def __init__(self, opts: _Options, base: Path, threads: int, providers: Sequence[str]) -> None:
         super().__init__(opts)
-        weights = WeightsSource.parse(
-            opts.get("weights", str), base, opts.table.get("sha256"), opts.where
-        )
-        self.session = _session(weights, threads, providers)
+        self.session = _manifest_session(opts, base, threads, providers)
         self.input_name = self.session.get_inputs()[0].name
         self.long_side = opts.integer("input_long_side", 640, 64, 4096)
         self.score_threshold = opts.number("score_threshold", 0.7, 0.0, 1.0)
@@ -411,10 +418,7 @@ class BoxDetector(_DetectorBase):
 
     def __init__(self, opts: _Options, base: Path, threads: int, providers: Sequence[str]) -> None:
         super().__init__(opts)
-        weights = WeightsSource.parse(
-            opts.get("weights", str), base, opts.table.get("sha256"), opts.where
-        )
-        self.session = _session(weights, threads, providers)
+        self.session = _manifest_session(opts, base, threads, providers)
         names_file = (base / opts.get("class_names", str)).resolve()
         if not names_file.is_file():
             raise ModelError(f"{opts.where}: class_names file {names_file} does not exist")
@@ -484,10 +488,7 @@ class TextDetector(_DetectorBase):
 
     def __init__(self, opts: _Options, base: Path, threads: int, providers: Sequence[str]) -> None:
         super().__init__(opts)
-        weights = WeightsSource.parse(
-            opts.get("weights", str), base, opts.table.get("sha256"), opts.where
-        )
-        self.session = _session(weights, threads, providers)
+        self.session = _manifest_session(opts, base, threads, providers)
         self.input_name = self.session.get_inputs()[0].name
         self.long_side = opts.integer("input_long_side", 640, 64, 4096)
         self.pixel_threshold = opts.number("pixel_threshold", 0.3, 0.0, 1.0)
