@@ -191,6 +191,13 @@ class RoiTranscoder:
     def config(self) -> RoiConfig:
         return self._config
 
+    def _mark_applied(self) -> None:
+        # On the loop, which owns `applied`/`reason`: a frame finished in the worker after the
+        # controller took this stage off the stream must not mark the stream as ROI-encoded.
+        if self.stream.processor is self and not self._stopped:
+            self.stream.roi.applied = True
+            self.stream.roi.reason = "ROI encoding"
+
     def _emit(self, packet: MediaPacket) -> None:
         if not self._stopped or self.stream.closed:
             self.loop.call_soon_threadsafe(self.stream.output.push, packet)
@@ -246,6 +253,7 @@ class _Worker:
         self.scheduler = DetectionScheduler(core_share=DETECT_CORE_SHARE)
         self._slow_beat = 0
         self.gave_up: str | None = None
+        self.applied = False  # told the loop that ROI frames are going out
         self.gop_frames = 0
         self._frames_since_key = 0
         self._arrivals: dict[int, float] = {}
@@ -443,8 +451,9 @@ class _Worker:
         packets = encoder.encode(frame, regions, force_keyframe=keyframe)
         self.status.encode_ms = (time.perf_counter() - started) * 1000
         self.status.regions = len(regions)
-        self.status.applied = True
-        self.status.reason = "ROI encoding"
+        if not self.applied:
+            self.applied = True
+            self.owner.loop.call_soon_threadsafe(self.owner._mark_applied)
         for packet in packets:
             self._emit_encoded(packet, regions)
 
@@ -505,7 +514,6 @@ class _Worker:
     def close(self) -> None:
         if self.detector is not None:
             self.detector.stop()
-        self.status.applied = False
 
 
 def _scaled(detection: Any, scale: float) -> Any:
