@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine
-from concurrent.futures import Future
+import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
+
+import httpx
 
 from app.config import Settings
 from app.server import Relay
@@ -28,32 +30,27 @@ class RunningRelay:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
-        self.relay: Relay = self.call(self._make, settings)
+        self.relay: Relay = self.run(self._build(settings))
         self.run(self.relay.start())
-
-    @staticmethod
-    def _make(settings: Settings) -> Relay:
-        return Relay(settings)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Runs fn on the relay's loop (the hub is loop-bound) and returns its result."""
-        fut: Future[T] = Future()
+    @staticmethod
+    async def _build(settings: Settings) -> Relay:
+        return Relay(settings)  # on the relay's own loop, like `roi-relay serve`
 
-        def invoke() -> None:
-            try:
-                fut.set_result(fn(*args))
-            except BaseException as exc:
-                fut.set_exception(exc)
-
-        self.loop.call_soon_threadsafe(invoke)
-        return fut.result(30)
-
-    @property
-    def hub(self) -> Any:
-        return self.relay.hub
+    def stream_info(self, app: str, name: str, timeout: float = 15) -> dict[str, Any]:
+        """``GET /api/v1/streams/{app}/{name}`` once the stream is live and its video
+        sequence header has arrived (so its size is known)."""
+        deadline = time.monotonic() + timeout
+        with httpx.Client(base_url=self.http_url, timeout=5) as client:
+            while time.monotonic() < deadline:
+                reply = client.get(f"/api/v1/streams/{app}/{name}")
+                if reply.status_code == 200 and reply.json()["width"]:
+                    return reply.json()
+                time.sleep(0.05)
+        raise AssertionError(f"{app}/{name} never went live")
 
     @property
     def rtmp_url(self) -> str:

@@ -15,20 +15,9 @@ from tests.av_client import finish_client, run_client, start_client
 pytestmark = pytest.mark.slow
 
 
-def wait_live(relay, app: str, name: str, timeout: float = 15) -> dict:
-    deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=relay.http_url, timeout=5) as client:
-        while time.monotonic() < deadline:
-            reply = client.get(f"/api/v1/streams/{app}/{name}")
-            if reply.status_code == 200:
-                return reply.json()
-            time.sleep(0.05)
-    raise AssertionError(f"{app}/{name} never went live")
-
-
 def test_pyav_push_reads_back_over_http_flv_and_rtmp(relay) -> None:
     pusher = start_client("push", f"{relay.rtmp_url}/live/cam", "--seconds", "3")
-    wait_live(relay, "live", "cam")
+    relay.stream_info("live", "cam")
     players = [
         start_client("play", f"{relay.http_url}/live/cam.flv"),
         start_client("play", f"{relay.rtmp_url}/live/cam"),
@@ -74,7 +63,7 @@ def test_ffmpeg_cli_push_and_ffmpeg_flv_player(relay, tmp_path) -> None:
         ],
     )
     try:
-        wait_live(relay, "live", "cli")
+        relay.stream_info("live", "cli")
         out = tmp_path / "out.flv"
         subprocess.run(
             [
@@ -119,7 +108,7 @@ def test_ffmpeg_cli_push_and_ffmpeg_flv_player(relay, tmp_path) -> None:
 
 def test_streams_api_metrics_and_kick(relay) -> None:
     pusher = start_client("push", f"{relay.rtmp_url}/live/api", "--seconds", "8")
-    wait_live(relay, "live", "api")
+    relay.stream_info("live", "api")
     player = start_client("play", f"{relay.http_url}/live/api.flv")
     time.sleep(2.0)
     with httpx.Client(base_url=relay.http_url, timeout=10) as client:
@@ -158,7 +147,7 @@ def test_hevc_push_over_enhanced_rtmp_plays_over_http_flv(relay) -> None:
     pusher = start_client(
         "push", f"{relay.rtmp_url}/live/hevc", "--codec", "libx265", "--seconds", "2"
     )
-    wait_live(relay, "live", "hevc")
+    relay.stream_info("live", "hevc")
     got = run_client("play", f"{relay.http_url}/live/hevc.flv")
     pushed = finish_client(pusher)
     assert got["codec"] == "hevc"
@@ -169,16 +158,16 @@ def test_http_flv_player_leaving_is_dropped_at_once(relay) -> None:
     import socket
 
     pusher = start_client("push", f"{relay.rtmp_url}/live/leave", "--seconds", "6")
-    wait_live(relay, "live", "leave")
+    relay.stream_info("live", "leave")
     with socket.create_connection(("127.0.0.1", relay.relay.http_port), timeout=5) as conn:
         conn.sendall(b"GET /live/leave.flv HTTP/1.1\r\nHost: x\r\n\r\n")
         head = conn.recv(65536)
         assert head.startswith(b"HTTP/1.1 200") and b"video/x-flv" in head
-        assert wait_live(relay, "live", "leave")["players"] == 1
+        assert relay.stream_info("live", "leave")["players"] == 1
     deadline = time.monotonic() + 2
-    while wait_live(relay, "live", "leave")["players"] and time.monotonic() < deadline:
+    while relay.stream_info("live", "leave")["players"] and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert wait_live(relay, "live", "leave")["players"] == 0
+    assert relay.stream_info("live", "leave")["players"] == 0
     head_only = httpx.head(f"{relay.http_url}/live/leave.flv", timeout=5)
     assert head_only.status_code == 200 and head_only.headers["content-type"] == "video/x-flv"
     finish_client(pusher)

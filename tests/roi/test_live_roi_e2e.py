@@ -27,17 +27,6 @@ def create_template(base: str, name: str, **fields: object) -> dict:
     return reply.json()
 
 
-def stream_info(base: str, app: str, name: str, timeout: float = 15) -> dict:
-    """The stream's stats once it is live and its video header has arrived."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        reply = httpx.get(f"{base}/api/v1/streams/{app}/{name}", timeout=5)
-        if reply.status_code == 200 and reply.json()["width"]:
-            return reply.json()
-        time.sleep(0.05)
-    raise AssertionError(f"{app}/{name} never went live")
-
-
 def face_push(url: str, seconds: float, *extra: str) -> object:
     return start_client(
         "push", url, "--image", FACE_IMAGE, "--width", "320", "--height", "240",
@@ -64,12 +53,12 @@ def test_face_push_with_active_template_carries_regions_and_lower_qp(relay_facto
     for template in ("roiface1", "roizero"):
         name = f"cam_{template}"
         pusher = face_push(f"{relay.rtmp_url}/live/{name}?roirecognition={template}", 5)
-        stream_info(base, "live", name)
+        relay.stream_info("live", name)
         time.sleep(0.5)  # let it start on the first keyframe
         flv = start_client("play", f"{base}/live/{name}.flv", "--sei", "--qp")
         rtmp = start_client("play", f"{relay.rtmp_url}/live/{name}", "--sei")
         time.sleep(2)
-        info = stream_info(base, "live", name)
+        info = relay.stream_info("live", name)
         pushed = finish_client(pusher)
         results[template] = (finish_client(flv), finish_client(rtmp), info, pushed)
 
@@ -108,14 +97,14 @@ def test_pending_template_switches_a_running_stream_without_reconnect(relay_fact
     base = relay.http_url
     create_template(base, "late", model="LiveShows")
     pusher = face_push(f"{relay.rtmp_url}/live/late?roirecognition=roilate", 9)
-    info = stream_info(base, "live", "late")
+    info = relay.stream_info("live", "late")
     assert info["roi"]["applied"] is False
     assert "pending" in info["roi"]["reason"]
     player = start_client("play", f"{base}/live/late.flv", "--sei")
     deadline = time.monotonic() + 8
     while time.monotonic() < deadline and not info["roi"]["applied"]:
         time.sleep(0.2)
-        info = stream_info(base, "live", "late")
+        info = relay.stream_info("live", "late")
     assert info["roi"]["applied"] is True, info["roi"]
     pushed = finish_client(pusher)
     got = finish_client(player)
@@ -131,7 +120,7 @@ def test_pending_template_switches_a_running_stream_without_reconnect(relay_fact
 
 def test_unknown_template_relays_untouched(relay) -> None:
     pusher = start_client("push", f"{relay.rtmp_url}/live/plain?roirecognition=roinope")
-    info = stream_info(relay.http_url, "live", "plain")
+    info = relay.stream_info("live", "plain")
     got = run_client("play", f"{relay.http_url}/live/plain.flv", "--sei")
     finish_client(pusher)
     assert info["template"] == "roinope"
@@ -144,7 +133,7 @@ def test_application_regions_override_and_roi_feed(relay) -> None:
     import websockets.sync.client
 
     pusher = start_client("push", f"{relay.rtmp_url}/live/app", "--seconds", "5", "--gop", "25")
-    stream_info(relay.http_url, "live", "app")
+    relay.stream_info("live", "app")
     reply = httpx.put(
         f"{relay.http_url}/api/v1/streams/live/app/roi",
         json={"roi": "10,20-50,60=-10;0,0-0,0;garbage"},
@@ -181,7 +170,7 @@ def test_hevc_push_is_roi_encoded_as_hevc(relay_factory) -> None:
     pusher = face_push(
         f"{relay.rtmp_url}/live/h265?roirecognition=roihevc", 4, "--codec", "libx265"
     )
-    stream_info(relay.http_url, "live", "h265")
+    relay.stream_info("live", "h265")
     time.sleep(1)
     got = run_client("play", f"{relay.http_url}/live/h265.flv", "--sei")
     finish_client(pusher)
@@ -196,17 +185,17 @@ def test_template_edit_and_delete_change_a_running_stream(relay_factory) -> None
     base = relay.http_url
     create_template(base, "live1", model="LiveShows", delta_qp=-6)
     pusher = face_push(f"{relay.rtmp_url}/live/edit?roirecognition=roilive1", 9)
-    stream_info(base, "live", "edit")
+    relay.stream_info("live", "edit")
     player = start_client("play", f"{base}/live/edit.flv", "--sei")
 
     def wait_for(predicate, timeout: float = 6) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            info = stream_info(base, "live", "edit")
+            info = relay.stream_info("live", "edit")
             if predicate(info["roi"]):
                 return info["roi"]
             time.sleep(0.1)
-        raise AssertionError(stream_info(base, "live", "edit")["roi"])
+        raise AssertionError(relay.stream_info("live", "edit")["roi"])
 
     wait_for(lambda roi: roi["applied"])
     time.sleep(1)
