@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from app.media.flv import TagType, VideoPacketType, parse_audio_tag, parse_video_tag
+from app.media.flv import TagType, parse_audio_tag, parse_video_tag
 from app.media.nal import NalError, parse_decoder_config
 from app.media.packet import MediaPacket
 
@@ -164,15 +164,6 @@ class Subscription:
             self._wakeup.clear()
             await self._wakeup.wait()
         return self.get_nowait()
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> MediaPacket:
-        packet = await self.get()
-        if packet is None:
-            raise StopAsyncIteration
-        return packet
 
 
 class Track:
@@ -572,7 +563,6 @@ class Hub:
 __all__ = [
     "CodecInfo",
     "Hub",
-    "MediaPacket",
     "Processor",
     "RoiStatus",
     "Stream",
@@ -580,5 +570,4 @@ __all__ = [
     "StreamKey",
     "Subscription",
     "Track",
-    "VideoPacketType",
 ]
