@@ -311,13 +311,15 @@ class _RateMeter:
 
     def rates(self) -> tuple[float, float]:
         """(bits per second, video frames per second)."""
-        if len(self._samples) < 2:
+        # A copy first: the ROI worker thread reads this while the loop thread appends.
+        samples = tuple(self._samples)
+        if len(samples) < 2:
             return 0.0, 0.0
-        span = self._samples[-1][0] - self._samples[0][0]
+        span = samples[-1][0] - samples[0][0]
         if span < self.min_span_s:
             return 0.0, 0.0
-        size = sum(s for _, s, _ in self._samples)
-        frames = sum(f for _, _, f in self._samples)
+        size = sum(s for _, s, _ in samples)
+        frames = sum(f for _, _, f in samples)
         return size * 8 / span, max(0, frames - 1) / span
 
 

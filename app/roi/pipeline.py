@@ -363,7 +363,6 @@ class _Worker:
     def _schedule_detection(self, frame: av.VideoFrame, lag: float) -> None:
         """Offers the frame to the detector on the scheduler's beat, less often under lag."""
         assert self.detector is not None
-        self.scheduler.set_fps(self._fps())
         due = self.scheduler.should_detect()
         if lag > LAG_NO_DETECTION:
             self.status.degraded = "detection paused: transcoder behind"
@@ -415,6 +414,7 @@ class _Worker:
             self._close_encoder()  # a template edit changed the bitrate: reopen at a keyframe
         if self.encoder is None:
             fps = Fraction(self._fps()).limit_denominator(1001)
+            self.scheduler.set_fps(float(fps))
             gop = self.gop_frames or int(round(float(fps) * 2))
             self.encoder = open_encoder(
                 _CODECS[self.codec_tag][1],
