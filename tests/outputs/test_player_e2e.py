@@ -19,7 +19,7 @@ from tests.outputs.test_player_browser import (
     overlay_green,
     page_box,
 )
-from tests.roi.test_live_roi_e2e import covers_face, create_template, face_push, stream_info
+from tests.roi.test_live_roi_e2e import covers_face, create_template, face_push
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -33,7 +33,7 @@ def test_face_push_plays_in_the_browser_with_regions_kept_clear(
     create_template(relay.http_url, "face1", model="LiveShows")
     pusher = face_push(f"{relay.rtmp_url}/live/hopper?roirecognition=roiface1", 14)
     try:
-        stream_info(relay.http_url, "live", "hopper")
+        relay.stream_info("live", "hopper")
         page = browser.new_page(viewport={"width": 800, "height": 640})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
