@@ -44,8 +44,9 @@ LAG_NO_DETECTION = 0.8
 LAG_PLAIN_RELAY = 2.0
 # Longest side of the picture handed to the detector; boxes are scaled back.
 DETECT_MAX_SIDE = 640
-# Share of one core the detector may use: detection runs every N frames to stay within it.
-DETECT_CORE_SHARE = 0.07
+# Share of one core the detector may use: detection runs every N frames to stay within it
+# (settled scenes stretch N further, see DetectionScheduler).
+DETECT_CORE_SHARE = 0.05
 # Under lag, detection runs on only one of this many scheduled frames.
 SLOWED_DETECTION_FACTOR = 4
 
@@ -349,13 +350,15 @@ class _Worker:
             self.tracker_key = key
         detections = None
         result = self.detector.take()
+        seconds = 0.0
         if result is not None:
             found, scale, seconds = result
             detections = [_scaled(d, scale) for d in found]
-            self.scheduler.record(seconds)
             self.status.detect_ms = seconds * 1000
-        self._schedule_detection(frame, lag)
         regions = self.tracker.update(detections, frame.width, frame.height)
+        if result is not None:
+            self.scheduler.record(seconds, settled=self.tracker.settled)
+        self._schedule_detection(frame, lag)
         return self.roi_state.update(
             effective_regions(regions, frame.width, frame.height, config.max_regions)
         )

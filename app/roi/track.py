@@ -232,6 +232,7 @@ class RegionTracker:
         max_misses: int = 1,
         max_age_frames: int = 150,
         match_iou: float = 0.2,
+        settled_error: float = 0.08,
     ) -> None:
         if not 0.0 <= smoothing < 1.0:
             raise ValueError("smoothing must be in [0, 1)")
@@ -243,6 +244,10 @@ class RegionTracker:
         self.max_misses = max_misses
         self.max_age_frames = max_age_frames
         self.match_iou = match_iou
+        self.settled_error = settled_error
+        # Whether the last detection pass only confirmed what the tracks predicted: same
+        # objects, each centre within ``settled_error`` x its size of the prediction.
+        self.settled = False
         self.frame = 0
         self.tracks: list[_Track] = []
         self._next_id = 1
@@ -297,6 +302,7 @@ class RegionTracker:
         for t in self.tracks:
             t.misses += 1  # reset by _absorb for the tracks this pass sees
         unmatched = list(range(len(detections)))
+        worst_error = 0.0
         if self.tracks and detections:
             det_boxes = np.array([d.box for d in detections])
             track_boxes = np.array([t.box for t in self.tracks])
@@ -312,10 +318,16 @@ class RegionTracker:
             score = np.where(same & (score == 0) & (dist < 1.5), 1.0 - dist / 1.5, score)
             while score.size and score.max() > 0:
                 ti, di = np.unravel_index(int(np.argmax(score)), score.shape)
-                self._absorb(self.tracks[ti], detections[di])
+                worst_error = max(worst_error, self._absorb(self.tracks[ti], detections[di]))
                 score[ti, :] = 0
                 score[:, di] = 0
                 unmatched.remove(int(di))
+        self.settled = (
+            bool(self.tracks)
+            and not unmatched
+            and all(t.misses == 0 for t in self.tracks)
+            and worst_error <= self.settled_error
+        )
         for di in unmatched:
             d = detections[di]
             self.tracks.append(
@@ -323,26 +335,38 @@ class RegionTracker:
             )
             self._next_id += 1
 
-    def _absorb(self, track: _Track, d: Detection) -> None:
+    def _absorb(self, track: _Track, d: Detection) -> float:
+        """Folds a matched detection into its track; returns the prediction's error (centre
+        distance over the track's size)."""
         new_box = np.array(d.box, float)
         frames = max(1, self.frame - track.last_seen)
         # The box was already moved by the predicted velocity; what is left of the error is
         # motion the prediction missed, spread over the frames since the last match.
         innovation = (new_box[:2] + new_box[2:]) / 2 - track.centre()
+        size = float(max(1.0, *(track.box[2:] - track.box[:2])))
+        error = float(np.linalg.norm(innovation)) / size
         track.velocity = track.velocity + 0.5 * innovation / frames
         track.box = self.smoothing * track.box + (1 - self.smoothing) * new_box
         track.score = 0.5 * track.score + 0.5 * d.score
         track.last_seen = self.frame
         track.hits += 1
         track.misses = 0
+        return error
 
 
 class DetectionScheduler:
-    """Runs detection every N frames, N adapted to the measured detection time.
+    """Runs detection every N frames, N adapted to the measured detection time and to how
+    much the passes still find.
 
     Detection may use ``core_share`` of one core on average: with a frame interval T and a
     detection time D, N = ceil(D / (T * core_share)). N only drops again once the time has
     fallen clearly (20 %) below what the smaller N needs, so it does not flap.
+
+    A pass that only confirms what the tracker predicted (``settled``) doubles the interval,
+    up to ``settled_seconds``; the first pass that finds something new (an object appears or
+    goes, or moves off its prediction) returns to the budget's N. A host sitting still is
+    then looked at about once a second instead of several times, and a change is still seen
+    within one interval.
     """
 
     def __init__(
@@ -351,15 +375,21 @@ class DetectionScheduler:
         core_share: float = 0.5,
         min_every: int = 1,
         max_every: int = 60,
+        settled_seconds: float = 1.0,
     ) -> None:
         if fps <= 0 or not 0 < core_share <= 4 or not 1 <= min_every <= max_every:
             raise ValueError("need fps > 0, 0 < core_share <= 4, 1 <= min_every <= max_every")
+        if settled_seconds < 0:
+            raise ValueError("settled_seconds must be >= 0")
         self.fps = fps
         self.core_share = core_share
         self.min_every = min_every
         self.max_every = max_every
+        self.settled_seconds = settled_seconds
+        self.budget_every = min_every  # N from the CPU budget alone
         self.every = min_every
         self.detect_seconds: float | None = None
+        self._backoff = 1
         self._countdown = 0
 
     def set_fps(self, fps: float) -> None:
@@ -375,22 +405,28 @@ class DetectionScheduler:
         self._countdown -= 1
         return False
 
-    def record(self, seconds: float) -> None:
-        """Feed the time one detection pass took."""
+    def record(self, seconds: float, settled: bool = False) -> None:
+        """Feed the time one detection pass took and whether it only confirmed the tracks."""
         if seconds < 0:
             return
         if self.detect_seconds is None:
             self.detect_seconds = seconds
         else:
             self.detect_seconds = 0.7 * self.detect_seconds + 0.3 * seconds
+        self._backoff = min(self._backoff * 2, 1 << 10) if settled else 1
         self._retune()
 
     def _retune(self) -> None:
-        if self.detect_seconds is None:
-            return
-        allowance = self.core_share / self.fps  # seconds of detection per frame
-        needed = math.ceil(self.detect_seconds / allowance - 1e-9)
-        if needed < self.every and self.detect_seconds > 0.8 * (self.every - 1) * allowance:
-            needed = self.every  # not clearly faster yet
-        self.every = max(self.min_every, min(self.max_every, max(1, needed)))
+        if self.detect_seconds is not None:
+            allowance = self.core_share / self.fps  # seconds of detection per frame
+            needed = math.ceil(self.detect_seconds / allowance - 1e-9)
+            if (
+                needed < self.budget_every
+                and self.detect_seconds > 0.8 * (self.budget_every - 1) * allowance
+            ):
+                needed = self.budget_every  # not clearly faster yet
+            self.budget_every = max(self.min_every, min(self.max_every, max(1, needed)))
+        settled_cap = max(self.budget_every, round(self.settled_seconds * self.fps))
+        every = min(self.budget_every * self._backoff, settled_cap)
+        self.every = max(self.min_every, min(self.max_every, every))
         self._countdown = min(self._countdown, self.every - 1)

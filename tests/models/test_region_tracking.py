@@ -219,3 +219,43 @@ def test_scheduler_rejects_nonsense() -> None:
         DetectionScheduler(fps=0)
     with pytest.raises(ValueError):
         DetectionScheduler(min_every=5, max_every=2)
+
+
+def test_a_pass_is_settled_only_when_it_confirms_every_track() -> None:
+    tracker = RegionTracker(RANKING, settled_error=0.08)
+    face, person = det(600, 300, 700, 400), det(100, 100, 300, 500, "person")
+    tracker.update([face], W, H)
+    assert not tracker.settled  # a new object is news
+    tracker.update(None, W, H)
+    tracker.update([face], W, H)
+    assert tracker.settled  # the same face where the track said it would be
+    tracker.update([det(630, 300, 730, 400)], W, H)
+    assert not tracker.settled  # moved 30 % of its size off the prediction
+    tracker.update([det(630, 300, 730, 400)], W, H)
+    tracker.update([det(630, 300, 730, 400), person], W, H)
+    assert not tracker.settled  # someone came in
+    tracker.update([person], W, H)
+    assert not tracker.settled  # the face was missed
+    tracker.update([], W, H)
+    tracker.update([], W, H)
+    assert not tracker.settled  # nothing to confirm
+
+
+def test_settled_passes_stretch_the_interval_and_news_restores_it() -> None:
+    scheduler = DetectionScheduler(fps=30, core_share=0.5, settled_seconds=1.0)
+    scheduler.record(0.060)  # 60 ms: every 4th frame from the budget
+    assert scheduler.every == 4
+    intervals = []
+    for _ in range(5):
+        scheduler.record(0.060, settled=True)
+        intervals.append(scheduler.every)
+    assert intervals == [8, 16, 30, 30, 30]  # doubling up to one second
+    assert [scheduler.should_detect() for _ in range(30)].count(True) == 1
+    scheduler.record(0.060, settled=False)
+    assert scheduler.every == 4
+    assert [scheduler.should_detect() for _ in range(8)].count(True) == 2  # at once, not later
+    # A budget that already asks for more than a second is never shortened by settling.
+    slow = DetectionScheduler(fps=30, core_share=0.05, max_every=60)
+    for _ in range(3):
+        slow.record(0.080, settled=True)
+    assert slow.budget_every == 48 and slow.every == 48  # 80 ms / (5 % of 33 ms)
