@@ -341,6 +341,7 @@ class RoiStatus:
     reason: str = "no roirecognition template in the push URL"
     regions: int = 0
     detect_ms: float = 0.0
+    detect_every: int = 0  # frames between detection passes (0: no model runs)
     encode_ms: float = 0.0
     lag_ms: float = 0.0
     degraded: str | None = None
@@ -353,6 +354,7 @@ class RoiStatus:
             "reason": self.reason,
             "regions": self.regions,
             "detect_ms": round(self.detect_ms, 2),
+            "detect_every": self.detect_every,
             "encode_ms": round(self.encode_ms, 2),
             "lag_ms": round(self.lag_ms, 1),
             "degraded": self.degraded,

@@ -57,6 +57,11 @@ class RelayCollector(Collector):
         detect = GaugeMetricFamily(
             "roi_relay_roi_detect_seconds", "Detection time per frame", labels=["stream"]
         )
+        detect_every = GaugeMetricFamily(
+            "roi_relay_roi_detect_interval_frames",
+            "Frames between detection passes (longer while the scene is settled)",
+            labels=["stream"],
+        )
         encode = GaugeMetricFamily(
             "roi_relay_roi_encode_seconds", "Encode time per frame", labels=["stream"]
         )
@@ -68,9 +73,10 @@ class RelayCollector(Collector):
             roi_applied.add_metric([name], 1.0 if s.roi.applied else 0.0)
             lag.add_metric([name], s.roi.lag_ms / 1000)
             detect.add_metric([name], s.roi.detect_ms / 1000)
+            detect_every.add_metric([name], s.roi.detect_every)
             encode.add_metric([name], s.roi.encode_ms / 1000)
             regions.add_metric([name], s.roi.regions)
-        yield from (roi_applied, lag, detect, encode, regions)
+        yield from (roi_applied, lag, detect, detect_every, encode, regions)
 
 
 def relay_registry(hub: Hub) -> CollectorRegistry:

@@ -20,12 +20,21 @@ def face_clip(
     gop: int = 60,
     preset: str = "veryfast",
     audio: bool = True,
+    still: bool = False,
 ) -> Path:
-    """A 30 fps H.264 (+AAC) FLV of the face photo panning, with film-like noise."""
+    """A 30 fps H.264 (+AAC) FLV of the face photo panning (or held ``still``), with
+    film-like noise."""
+    x, y = (
+        ("(in_w-out_w)/2", "(in_h-out_h)/2")
+        if still
+        else (
+            "(in_w-out_w)/2*(1+sin(t))",
+            "(in_h-out_h)/2*(1+cos(t))",
+        )
+    )
     pan = (
         f"scale={int(width * 1.1) // 2 * 2}:{int(height * 1.1) // 2 * 2},"
-        f"crop={width}:{height}:x='(in_w-out_w)/2*(1+sin(t))':y='(in_h-out_h)/2*(1+cos(t))',"
-        "noise=alls=6:allf=t,format=yuv420p"
+        f"crop={width}:{height}:x='{x}':y='{y}',noise=alls=6:allf=t,format=yuv420p"
     )
     inputs = ["-loop", "1", "-framerate", "30", "-i", str(FACE_PHOTO)]
     if audio:

@@ -358,6 +358,7 @@ class _Worker:
         regions = self.tracker.update(detections, frame.width, frame.height)
         if result is not None:
             self.scheduler.record(seconds, settled=self.tracker.settled)
+            self.status.detect_every = self.scheduler.every
         self._schedule_detection(frame, lag)
         return self.roi_state.update(
             effective_regions(regions, frame.width, frame.height, config.max_regions)

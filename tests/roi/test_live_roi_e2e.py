@@ -50,6 +50,7 @@ def test_face_push_with_active_template_carries_regions_and_lower_qp(relay_facto
     create_template(base, "face1", model="LiveShows", delta_qp=-8)
     create_template(base, "zero", model="LiveShows", delta_qp=0)
     results = {}
+    metrics: dict[str, str] = {}
     for template in ("roiface1", "roizero"):
         name = f"cam_{template}"
         pusher = face_push(f"{relay.rtmp_url}/live/{name}?roirecognition={template}", 5)
@@ -59,12 +60,24 @@ def test_face_push_with_active_template_carries_regions_and_lower_qp(relay_facto
         rtmp = start_client("play", f"{relay.rtmp_url}/live/{name}", "--sei")
         time.sleep(2)
         info = relay.stream_info("live", name)
+        metrics[template] = httpx.get(f"{base}/metrics", timeout=5).text
         pushed = finish_client(pusher)
         results[template] = (finish_client(flv), finish_client(rtmp), info, pushed)
 
     got_flv, got_rtmp, info, pushed = results["roiface1"]
     assert info["roi"]["applied"] is True, info["roi"]
     assert info["roi"]["template"] == "roiface1" and info["roi"]["model"] == "LiveShows"
+    assert info["roi"]["detect_every"] >= 1 and info["roi"]["detect_ms"] > 0, info["roi"]
+    gauges = {
+        line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics["roiface1"].splitlines()
+        if 'stream="live/cam_roiface1"' in line
+    }
+    assert gauges["roi_relay_roi_applied"] == 1.0, gauges
+    assert gauges["roi_relay_roi_regions"] >= 1
+    assert gauges["roi_relay_roi_detect_interval_frames"] >= 1
+    assert 0 < gauges["roi_relay_roi_detect_seconds"] < 1
+    assert 0 < gauges["roi_relay_roi_encode_seconds"] < 1
     for got in (got_flv, got_rtmp):
         assert got["decode_errors"] == 0
         assert got["codec"] == "h264"
