@@ -29,7 +29,9 @@ from app.roi.detect import (
 from app.roi.regions import MAX_REGIONS, Region, effective_regions
 
 AREA_DIVISOR = 5  # regions may cover at most 1/5 of the picture (reference rule)
-MIN_REGION_SIDE = 16  # one macroblock: smaller regions do nothing useful for the encoder
+# FFmpeg's libx264 and libx265 wrappers apply ROI per 16x16 block (every block a region
+# touches); regions are aligned to these blocks.
+BLOCK = 16
 MIN_DELTA_QP, MAX_DELTA_QP = -51, 0
 
 
@@ -136,12 +138,13 @@ def _shrink_to(box: tuple[float, float, float, float], area: float) -> tuple[flo
 
 
 def _to_region(box: tuple[float, ...], qp: int, label: str, score: float, w: int, h: int) -> Region:
+    """The blocks ``box`` touches, as a region: exactly what the encoder will boost."""
     x0, y0, x1, y1 = box
     return Region(
-        top=max(0, math.floor(y0)),
-        left=max(0, math.floor(x0)),
-        bottom=min(h, math.ceil(y1)),
-        right=min(w, math.ceil(x1)),
+        top=max(0, math.floor(y0) // BLOCK * BLOCK),
+        left=max(0, math.floor(x0) // BLOCK * BLOCK),
+        bottom=min(h, -(-math.ceil(y1) // BLOCK) * BLOCK),
+        right=min(w, -(-math.ceil(x1) // BLOCK) * BLOCK),
         qp=qp,
         label=label,
         score=round(float(score), 3),
@@ -156,12 +159,18 @@ def fit_regions(
     height: int,
     max_regions: int = MAX_REGIONS,
 ) -> list[Region]:
-    """Regions from ranked boxes, within ``max_regions`` and 1/5 of the picture.
+    """Block-aligned regions from ranked boxes, within ``max_regions`` and 1/5 of the picture.
+
+    Each box becomes the 16x16 blocks it touches. FFmpeg's x264/x265 wrappers boost every
+    block a region touches, so an unaligned region would be boosted over a larger area than
+    it states (up to 15 pixels more on each side), and the 1/5 rule would hold only on paper.
+    Aligned, the region that players get, the area the rule counts and the blocks the encoder
+    boosts are the same pixels.
 
     Walks the boxes best first, accumulating area as the rule does. A box that would overflow
-    the budget is shrunk around its centre to what is left (when its label allows and the
-    result is at least one macroblock); otherwise it is skipped and later, smaller boxes may
-    still fit.
+    the budget is shrunk around its centre until its blocks fit what is left (when its label
+    allows and at least one block is left); otherwise it is skipped and later, smaller boxes
+    may still fit.
     """
     budget = width * height // AREA_DIVISOR
     limit = min(max_regions, MAX_REGIONS)
@@ -176,23 +185,37 @@ def fit_regions(
         if region.area == 0:
             continue
         if used + region.area > budget:
-            remaining = budget - used
-            if not policy.shrink or remaining < MIN_REGION_SIDE * MIN_REGION_SIDE:
+            shrunk = _shrunk_to_fit(d, qp, budget - used, width, height) if policy.shrink else None
+            if shrunk is None:
                 continue
-            # Rounding outwards can add a pixel per side: aim a little under what is left.
-            target = remaining * 0.98 - 2 * (region.width + region.height)
-            if target <= 0:
-                continue
-            region = _to_region(_shrink_to(d.box, target), qp, d.label, d.score, width, height)
-            if (
-                region.area == 0
-                or used + region.area > budget
-                or min(region.width, region.height) < MIN_REGION_SIDE
-            ):
-                continue
+            region = shrunk
+        if any(_contains(r, region) for r in regions):
+            continue  # the earlier region wins every pixel of it: it would only use budget
         regions.append(region)
         used += region.area
     return regions
+
+
+def _contains(outer: Region, inner: Region) -> bool:
+    return (
+        outer.left <= inner.left
+        and outer.top <= inner.top
+        and outer.right >= inner.right
+        and outer.bottom >= inner.bottom
+    )
+
+
+def _shrunk_to_fit(d: Detection, qp: int, room: int, width: int, height: int) -> Region | None:
+    """The largest centred shrink of ``d.box`` whose blocks fit in ``room`` pixels."""
+    if room < BLOCK * BLOCK:
+        return None
+    target = float(room)
+    for _ in range(24):  # each step 10 % less area; 24 steps reach under a tenth
+        region = _to_region(_shrink_to(d.box, target), qp, d.label, d.score, width, height)
+        if 0 < region.area <= room:
+            return region
+        target *= 0.9
+    return None
 
 
 @dataclass
@@ -205,9 +228,18 @@ class _Track:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))
     hits: int = 1
     misses: int = 0  # detection passes in a row that did not see it
+    shown: np.ndarray | None = None  # the box the regions were last made from
 
     def centre(self) -> np.ndarray:
         return (self.box[:2] + self.box[2:]) / 2
+
+    def shown_box(self, deadband: float) -> np.ndarray:
+        """The box to make regions from: it follows ``box`` once an edge has moved more than
+        ``deadband`` x the box size, so jitter does not flip the region between blocks."""
+        size = float(max(1.0, *(self.box[2:] - self.box[:2])))
+        if self.shown is None or float(np.abs(self.box - self.shown).max()) > deadband * size:
+            self.shown = self.box.copy()
+        return self.shown
 
 
 class RegionTracker:
@@ -219,6 +251,10 @@ class RegionTracker:
     than ``max_misses`` passes in a row *and* not seen for more than ``hold_frames`` frames.
     So one missed pass never drops a region, whether detection runs every frame or every N.
     ``max_age_frames`` bounds the hold when detection stops altogether (``None`` calls only).
+    ``deadband``: a region moves once its track's box has moved this fraction of its size;
+    regions are whole 16x16 blocks, and a box jittering across a block edge would otherwise
+    switch the encoder's boost on and off there from frame to frame.
+    ``settled_error``: see ``settled``.
     """
 
     def __init__(
@@ -233,6 +269,7 @@ class RegionTracker:
         max_age_frames: int = 150,
         match_iou: float = 0.2,
         settled_error: float = 0.08,
+        deadband: float = 0.06,
     ) -> None:
         if not 0.0 <= smoothing < 1.0:
             raise ValueError("smoothing must be in [0, 1)")
@@ -245,6 +282,7 @@ class RegionTracker:
         self.max_age_frames = max_age_frames
         self.match_iou = match_iou
         self.settled_error = settled_error
+        self.deadband = deadband
         # Whether the last detection pass only confirmed what the tracks predicted: same
         # objects, each centre within ``settled_error`` x its size of the prediction.
         self.settled = False
@@ -269,7 +307,8 @@ class RegionTracker:
     def regions(self, width: int, height: int) -> list[Region]:
         live = []
         for t in self.tracks:
-            x0, y0, x1, y1 = np.clip(t.box, 0, [width, height, width, height])
+            shown = t.shown_box(self.deadband)
+            x0, y0, x1, y1 = np.clip(shown, 0, [width, height, width, height])
             if x1 > x0 and y1 > y0:
                 live.append(
                     Detection((float(x0), float(y0), float(x1), float(y1)), t.label, t.score)

@@ -58,6 +58,10 @@ def test_fitted_regions_obey_six_regions_and_a_fifth_of_the_area(found, max_regi
     for r in regions:
         assert 0 <= r.left < r.right <= W and 0 <= r.top < r.bottom <= H
         assert -51 <= r.qp <= 0
+        # Whole 16x16 blocks (the picture's edge counts as a block edge).
+        assert r.left % 16 == 0 and r.top % 16 == 0
+        assert r.right % 16 == 0 or r.right == W
+        assert r.bottom % 16 == 0 or r.bottom == H
 
 
 def test_more_than_six_faces_keep_the_six_most_prominent() -> None:
@@ -67,7 +71,7 @@ def test_more_than_six_faces_keep_the_six_most_prominent() -> None:
         RegionTracker(RANKING).rank(found, W, H), RANKING, -6, W, H, max_regions=6
     )
     assert len(regions) == 6
-    assert (regions[0].left, regions[0].top) == (600, 200)
+    assert (regions[0].left, regions[0].top) == (592, 192)  # the blocks under (600, 200)
 
 
 def test_faces_go_before_people_and_text() -> None:
@@ -87,14 +91,15 @@ def test_a_region_over_the_budget_is_shrunk_not_dropped() -> None:
     assert len(regions) == 1
     r = regions[0]
     assert total_area(regions) * 5 <= W * H
-    assert total_area(regions) * 5 >= 0.9 * W * H  # uses nearly all of the budget
-    assert abs((r.left + r.right) / 2 - 500) <= 2 and abs((r.top + r.bottom) / 2 - 360) <= 2
+    assert total_area(regions) * 5 >= 0.85 * W * H  # uses nearly all of the budget
+    # Centred on the person, within the 16-pixel block grid.
+    assert abs((r.left + r.right) / 2 - 500) <= 8 and abs((r.top + r.bottom) / 2 - 360) <= 8
 
 
 def test_a_region_that_may_not_shrink_is_skipped_and_smaller_ones_still_fit() -> None:
     found = [det(0, 0, 800, 720, "rigid"), det(1000, 10, 1100, 110, "rigid")]
     regions = fit_regions(found, RANKING, -6, W, H)
-    assert [(r.left, r.top) for r in regions] == [(1000, 10)]
+    assert [(r.left, r.top, r.right, r.bottom) for r in regions] == [(992, 0, 1104, 112)]
 
 
 def test_label_qp_scales_and_stays_a_quality_gain() -> None:
@@ -176,9 +181,11 @@ def test_regions_follow_motion_between_detections() -> None:
         x += 5  # 5 px a frame to the right
         found = [det(x, 300, x + 80, 380)] if frame % 4 == 0 else None
         regions = tracker.update(found, W, H)
-    # Three frames after the last detection the region has moved on with the face.
+    # Three frames after the last detection the region has moved on with the face: it still
+    # holds the face, give or take a few pixels of prediction error.
     assert regions
-    assert abs(regions[0].left - x) < 12
+    assert regions[0].left <= x + 4 and regions[0].right >= x + 80 - 4
+    assert regions[0].left > x - 32
 
 
 def test_a_new_object_gets_its_own_track_and_labels_do_not_mix() -> None:
@@ -259,3 +266,26 @@ def test_settled_passes_stretch_the_interval_and_news_restores_it() -> None:
     for _ in range(3):
         slow.record(0.080, settled=True)
     assert slow.budget_every == 48 and slow.every == 48  # 80 ms / (5 % of 33 ms)
+
+
+def test_a_region_is_the_blocks_its_box_touches() -> None:
+    [r] = fit_regions([det(100.5, 37, 203, 150)], RANKING, -6, W, H)
+    assert (r.left, r.top, r.right, r.bottom) == (96, 32, 208, 160)
+    # 1080 is not a multiple of 16: the last, partial block row ends at the picture's edge.
+    [r] = fit_regions([det(900, 1000, 1000, 1080)], RANKING, -6, 1920, 1080)
+    assert (r.left, r.top, r.right, r.bottom) == (896, 992, 1008, 1080)
+
+
+def test_jitter_inside_the_deadband_does_not_move_the_region() -> None:
+    tracker = RegionTracker(RANKING, smoothing=0.0, deadband=0.06)
+    first = tracker.update([det(600, 300, 700, 400)], W, H)
+    for dx in (5, -5, 4, -3):  # under 6 % of the 100-pixel box
+        assert tracker.update([det(600 + dx, 300, 700 + dx, 400)], W, H) == first
+    moved = tracker.update([det(630, 300, 730, 400)], W, H)
+    assert moved[0].left == 624  # past the deadband: it follows
+
+
+def test_a_region_inside_an_earlier_one_is_left_out() -> None:
+    face, person = det(600, 200, 700, 300), det(610, 210, 690, 290, "person")
+    regions = fit_regions([face, person], RANKING, -6, W, H)
+    assert [r.label for r in regions] == ["face"]
