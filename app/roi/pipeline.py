@@ -348,16 +348,14 @@ class _Worker:
         if self.tracker is None or self.tracker_key != key:
             self.tracker = self.owner._make_tracker(self.detector.model, config)
             self.tracker_key = key
-        detections = None
         result = self.detector.take()
-        seconds = 0.0
-        if result is not None:
-            found, scale, seconds = result
-            detections = [_scaled(d, scale) for d in found]
-            self.status.detect_ms = seconds * 1000
+        detections = None if result is None else [_scaled(d, result[1]) for d in result[0]]
         regions = self.tracker.update(detections, frame.width, frame.height)
         if result is not None:
+            # After the update: whether the pass only confirmed the tracks sets the next interval.
+            seconds = result[2]
             self.scheduler.record(seconds, settled=self.tracker.settled)
+            self.status.detect_ms = seconds * 1000
             self.status.detect_every = self.scheduler.every
         self._schedule_detection(frame, lag)
         return self.roi_state.update(
