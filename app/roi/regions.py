@@ -42,11 +42,8 @@ DEFAULT_DELTA_QP = -3
 MIN_DELTA_QP = -51
 MAX_DELTA_QP = 51
 MAX_REGIONS = 6
-MAX_AREA_FRACTION = 1 / 5
 MAX_STRING_BYTES = 256
-
-# Integer comparison for "area <= picture / 5" (MAX_AREA_FRACTION), free of float rounding.
-_AREA_LIMIT_DIVISOR = 5
+_AREA_LIMIT_DIVISOR = 5  # regions may cover at most 1/5 of the picture together
 
 _INT = r"\s*([+-]?\d+)\s*"
 _REGION_RE = re.compile(rf"^{_INT},{_INT}-{_INT},{_INT}(?:={_INT})?$", re.ASCII)
@@ -124,6 +121,11 @@ def clamp_region(region: Region, width: int, height: int) -> Region:
     return replace(region, top=top, left=left, bottom=bottom, right=right)
 
 
+def max_region_area(width: int, height: int) -> int:
+    """The most pixels the regions of one ``width`` x ``height`` picture may cover together."""
+    return width * height // _AREA_LIMIT_DIVISOR
+
+
 def effective_regions(
     regions: Iterable[Region], width: int, height: int, max_regions: int = MAX_REGIONS
 ) -> list[Region]:
@@ -136,7 +138,7 @@ def effective_regions(
     if width <= 0 or height <= 0:
         return []
     limit = min(max_regions, MAX_REGIONS)
-    picture_area = width * height
+    max_area = max_region_area(width, height)
     kept: list[Region] = []
     accumulated = 0
     for region in regions:
@@ -148,7 +150,7 @@ def effective_regions(
         if clamped.area == 0:
             continue
         accumulated += clamped.area
-        if accumulated * _AREA_LIMIT_DIVISOR > picture_area:
+        if accumulated > max_area:
             break
         kept.append(clamped)
     return kept

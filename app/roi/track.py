@@ -26,9 +26,8 @@ from app.roi.detect import (
     box_iou,
     prominence,
 )
-from app.roi.regions import MAX_REGIONS, Region, effective_regions
+from app.roi.regions import MAX_REGIONS, Region, effective_regions, max_region_area
 
-AREA_DIVISOR = 5  # regions may cover at most 1/5 of the picture (reference rule)
 # FFmpeg's libx264 and libx265 wrappers apply ROI per 16x16 block (every block a region
 # touches); regions are aligned to these blocks.
 BLOCK = 16
@@ -172,7 +171,7 @@ def fit_regions(
     allows and at least one block is left); otherwise it is skipped and later, smaller boxes
     may still fit.
     """
-    budget = width * height // AREA_DIVISOR
+    budget = max_region_area(width, height)
     limit = min(max_regions, MAX_REGIONS)
     used = 0
     regions: list[Region] = []
