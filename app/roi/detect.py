@@ -177,16 +177,24 @@ def _manifest_session(
     return _session(weights, threads, providers)
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of boxes a [n,4] and b [m,4] (x0,y0,x1,y1) -> [n,m]."""
+def box_area(boxes: np.ndarray) -> np.ndarray:
+    """Areas of boxes [n,4] (x0,y0,x1,y1) -> [n]."""
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def box_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise intersection areas of boxes a [n,4] and b [m,4] (x0,y0,x1,y1) -> [n,m]."""
     ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
     iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
     ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
     iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
+    return np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of boxes a [n,4] and b [m,4] (x0,y0,x1,y1) -> [n,m]."""
+    inter = box_intersection(a, b)
+    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 

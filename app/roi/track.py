@@ -23,6 +23,8 @@ from app.roi.detect import (
     LabelPolicy,
     RankingPolicy,
     RecognitionModel,
+    box_area,
+    box_intersection,
     box_iou,
     prominence,
 )
@@ -82,12 +84,8 @@ def merge_near(boxes: np.ndarray, scores: np.ndarray, gap: float) -> tuple[np.nd
 
 def drop_nested(boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Drop boxes lying 80 % or more inside a larger box."""
-    ix0 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
-    iy0 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
-    ix1 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
-    iy1 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
-    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    inter = box_intersection(boxes, boxes)
+    area = box_area(boxes)
     inside = (inter >= 0.8 * area[:, None]) & (area[None, :] > area[:, None])
     nested = inside.any(axis=1)
     return boxes[~nested], scores[~nested]
@@ -232,11 +230,17 @@ class _Track:
     def centre(self) -> np.ndarray:
         return (self.box[:2] + self.box[2:]) / 2
 
+    def size(self) -> float:
+        """The box's longer side (at least 1 pixel)."""
+        return float(max(1.0, *(self.box[2:] - self.box[:2])))
+
     def shown_box(self, deadband: float) -> np.ndarray:
         """The box to make regions from: it follows ``box`` once an edge has moved more than
         ``deadband`` x the box size, so jitter does not flip the region between blocks."""
-        size = float(max(1.0, *(self.box[2:] - self.box[:2])))
-        if self.shown is None or float(np.abs(self.box - self.shown).max()) > deadband * size:
+        if (
+            self.shown is None
+            or float(np.abs(self.box - self.shown).max()) > deadband * self.size()
+        ):
             self.shown = self.box.copy()
         return self.shown
 
@@ -381,8 +385,7 @@ class RegionTracker:
         # The box was already moved by the predicted velocity; what is left of the error is
         # motion the prediction missed, spread over the frames since the last match.
         innovation = (new_box[:2] + new_box[2:]) / 2 - track.centre()
-        size = float(max(1.0, *(track.box[2:] - track.box[:2])))
-        error = float(np.linalg.norm(innovation)) / size
+        error = float(np.linalg.norm(innovation)) / track.size()
         track.velocity = track.velocity + 0.5 * innovation / frames
         track.box = self.smoothing * track.box + (1 - self.smoothing) * new_box
         track.score = 0.5 * track.score + 0.5 * d.score
