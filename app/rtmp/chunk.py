@@ -58,10 +58,10 @@ class RtmpMessage:
     payload: bytes
 
 
-class _InState:
-    """What the previous header on one chunk stream said, and the message being assembled."""
+class _HeaderState:
+    """What the previous header on one chunk stream said (compressed headers refer to it)."""
 
-    __slots__ = ("timestamp", "delta", "length", "type_id", "stream_id", "ext", "parts", "got")
+    __slots__ = ("timestamp", "delta", "length", "type_id", "stream_id", "ext")
 
     def __init__(self) -> None:
         self.timestamp = 0
@@ -70,6 +70,15 @@ class _InState:
         self.type_id = 0
         self.stream_id = 0
         self.ext: int | None = None  # extended timestamp field of the last full header, if any
+
+
+class _InState(_HeaderState):
+    """The previous header on one incoming chunk stream, and the message being assembled."""
+
+    __slots__ = ("parts", "got")
+
+    def __init__(self) -> None:
+        super().__init__()
         self.parts: list[bytes] | None = None  # None: no message in progress
         self.got = 0
 
@@ -290,16 +299,13 @@ def _basic_header(fmt: int, csid: int) -> bytes:
     raise ValueError(f"chunk stream id {csid} out of range 2..65599")
 
 
-class _OutState:
-    __slots__ = ("timestamp", "delta", "length", "type_id", "stream_id", "ext", "fmt")
+class _OutState(_HeaderState):
+    """The previous header written on one outgoing chunk stream, and its format."""
+
+    __slots__ = ("fmt",)
 
     def __init__(self) -> None:
-        self.timestamp = 0
-        self.delta = 0
-        self.length = 0
-        self.type_id = 0
-        self.stream_id = 0
-        self.ext: int | None = None
+        super().__init__()
         self.fmt = 0
 
 
