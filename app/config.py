@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     api_token: str = ""
     template_activation_delay: float = Field(300.0, ge=0)
     encoder: str = "auto"
+    # The operator's recognition models (manifests), beside the built-in ones.
+    models_dir: Path | None = None
     log_level: str = "info"
     # Players whose queue holds more than this many seconds of media skip to the next keyframe.
     player_queue_seconds: float = Field(4.0, gt=0)

@@ -19,7 +19,6 @@ import hashlib
 import importlib
 import logging
 import math
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,11 +29,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from app.roi.registry import (
-    ModelError,
-    ModelManifest,
-    model_manifests,
-)
+from app.roi.registry import ModelCatalog, ModelError, ModelManifest
 
 log = logging.getLogger(__name__)
 
@@ -1016,7 +1011,7 @@ def load_model(
     *,
     threads: int = 1,
     providers: Sequence[str] | None = None,
-    models_dir: str | os.PathLike[str] | None = None,
+    catalog: ModelCatalog | None = None,
 ) -> RecognitionModel:
     """A fresh ``RecognitionModel`` for ``name`` (case-insensitive); sessions are shared.
 
@@ -1025,9 +1020,5 @@ def load_model(
     """
     if threads < 1:
         raise ValueError("threads must be >= 1")
-    manifests = model_manifests(models_dir)
-    manifest = manifests.get(name.casefold())
-    if manifest is None:
-        known = ", ".join(sorted(m.name for m in manifests.values()))
-        raise ModelError(f"unknown recognition model {name!r}; known: {known}")
+    manifest = (catalog or ModelCatalog()).manifest(name)
     return RecognitionModel(manifest, threads, providers or default_providers())

@@ -19,7 +19,9 @@ from typing import Annotated, Any, Final
 from pydantic import BaseModel, ConfigDict, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from app.roi.registry import MODELS_DIR_ENV, ModelError, model_names
+from app.roi.registry import ModelCatalog, ModelError
+
+MODELS_DIR_ENV = "ROI_RELAY_MODELS_DIR"  # interim: the catalogue comes from Settings
 
 log = logging.getLogger("app.templates")
 
@@ -107,7 +109,7 @@ def operator_models() -> list[str]:
     A folder with a broken manifest adds nothing here; loading the model says what is wrong.
     """
     try:
-        names = model_names()
+        names = ModelCatalog().names()
     except ModelError as exc:
         log.warning("operator models unavailable: %s", exc)
         return []
