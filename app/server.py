@@ -18,14 +18,16 @@ from app.api.playback import playback_router
 from app.api.player import player_router
 from app.api.security import bearer_auth
 from app.api.streams import streams_router
-from app.api.templates import mount_console, templates_router
+from app.api.templates import document_models, models_router, mount_console, templates_router
 from app.api.whep import whep_router
 from app.config import Settings
 from app.hub import Hub
 from app.metrics import relay_registry
 from app.outputs.flv import HttpFlvPlayback
 from app.outputs.webrtc import WhepService
+from app.roi.detect import RecognitionModel, load_model
 from app.roi.pipeline import RoiController
+from app.roi.registry import ModelCatalog
 from app.rtmp.server import RtmpServer
 from app.templates.store import TemplateChange, TemplateStore
 
@@ -44,11 +46,13 @@ class Relay:
             settings.resolved_database_url,
             activation_delay=settings.template_activation_delay,
         )
+        self.models = ModelCatalog(settings.models_dir)
         self.roi = RoiController(
             self.hub,
             self.templates.in_force,
             self.templates.pending,
             encoder_name=settings.encoder,
+            load_model=self._load_stream_model,
         )
         self.templates.subscribe(self._on_template_change)
         self.whep = WhepService(self.hub)
@@ -61,6 +65,10 @@ class Relay:
         self.rtmp_port = settings.rtmp_port
         self.http_port = settings.http_port
 
+    def _load_stream_model(self, name: str) -> RecognitionModel:
+        # One intra-op thread per stream leaves a core to the encoder.
+        return load_model(name, threads=1, catalog=self.models)
+
     def _build_http_app(self) -> FastAPI:
         app = FastAPI(
             title="roi-relay",
@@ -68,7 +76,9 @@ class Relay:
             description="Live streaming relay with ROI recognition and ROI encoding.",
         )
         guard = [bearer_auth(self.settings.api_token)]
-        app.include_router(templates_router(self.templates, guard))
+        app.include_router(templates_router(self.templates, self.models, guard))
+        app.include_router(models_router(self.models, guard))
+        document_models(app, self.models)
         app.include_router(streams_router(self.hub, self.roi, guard))
         mount_console(app)
 

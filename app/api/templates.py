@@ -26,7 +26,18 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.security import UNAUTHORIZED_RESPONSE
-from app.templates.rules import NAME_PREFIX, Model, TemplateCreate, TemplatePatch, explain
+from app.roi.registry import ModelCatalog, ModelError
+from app.templates.rules import (
+    BUILTIN_MODELS,
+    NAME_PREFIX,
+    TemplateCreate,
+    TemplatePatch,
+    TemplateSettings,
+    UnknownModelError,
+    explain,
+    model_choices,
+    resolve_model,
+)
 from app.templates.store import (
     TemplateExistsError,
     TemplateNotFoundError,
@@ -39,13 +50,10 @@ CONSOLE_DIR = Path(__file__).resolve().parent.parent / "web" / "console"
 PREFIX = "/api/v1/roi-templates"
 
 
-class VersionOut(BaseModel):
+class VersionOut(TemplateSettings):
+    """One version of a template: its settings and when they take effect."""
+
     version: int = Field(description="1, 2, ... per template")
-    description: str
-    model: Model
-    delta_qp: int
-    max_regions: int
-    bitrate_kbps: int | None = Field(description="null: the publisher's bitrate is kept")
     saved_at: datetime
     effective_at: datetime = Field(description="when this version takes (or took) effect")
     effective_in_s: float = Field(
@@ -64,6 +72,15 @@ class TemplateOut(VersionOut):
         description="an edit saved but not yet in force (the fields above stay in force "
         "until its effective_at)"
     )
+    warnings: list[str] = Field(
+        default_factory=list, description="what may not be what was meant (e.g. a doubled prefix)"
+    )
+
+
+class ModelOut(BaseModel):
+    name: str = Field(description="what a template's model field names")
+    description: str
+    builtin: bool = Field(description="shipped with the relay (else from ROI_RELAY_MODELS_DIR)")
 
 
 class ErrorOut(BaseModel):
@@ -81,31 +98,45 @@ class ValidationErrorOut(BaseModel):
     detail: list[Violation]
 
 
-def _version_out(version: TemplateVersion, as_of: datetime) -> dict[str, Any]:
-    return {
-        "version": version.version,
-        "description": version.description,
-        "model": version.model,
-        "delta_qp": version.delta_qp,
-        "max_regions": version.max_regions,
-        "bitrate_kbps": version.bitrate_kbps,
-        "saved_at": version.saved_at,
-        "effective_at": version.effective_at,
-        "effective_in_s": round(max((version.effective_at - as_of).total_seconds(), 0.0), 3),
-    }
+def _version_out(version: TemplateVersion, as_of: datetime) -> VersionOut:
+    return VersionOut(
+        **version.settings.model_dump(),
+        version=version.version,
+        saved_at=version.saved_at,
+        effective_at=version.effective_at,
+        effective_in_s=round(max((version.effective_at - as_of).total_seconds(), 0.0), 3),
+    )
 
 
-def template_out(state: TemplateState) -> TemplateOut:
+def template_out(state: TemplateState, warnings: Sequence[str] = ()) -> TemplateOut:
     # A template never in force shows its pending version at the top and no separate
     # "pending": the status says it is not in force yet.
     waiting = state.pending if state.in_force is not None else None
     return TemplateOut(
+        **_version_out(state.shown, state.as_of).model_dump(),
         name=state.name,
         status=state.status,
         created_at=state.created_at,
         updated_at=state.updated_at,
-        pending=VersionOut(**_version_out(waiting, state.as_of)) if waiting else None,
-        **_version_out(state.shown, state.as_of),
+        pending=_version_out(waiting, state.as_of) if waiting else None,
+        warnings=list(warnings),
+    )
+
+
+def _prefix_warnings(spec: TemplateCreate) -> list[str]:
+    if not spec.name.lower().startswith(NAME_PREFIX):
+        return []
+    return [
+        f"the name is stored with the prefix {NAME_PREFIX!r} added: this template is "
+        f"{spec.stored_name!r} (push with ?roirecognition={spec.stored_name}); to get "
+        f"{spec.name!r}, create it as {spec.name[len(NAME_PREFIX) :]!r}"
+    ]
+
+
+def _model_violation(exc: UnknownModelError) -> RequestValidationError:
+    # The same 422 as a field rule, so the console and clients handle one error shape.
+    return RequestValidationError(
+        [{"type": "model_rule", "loc": ("body", "model"), "msg": str(exc), "input": exc.name}]
     )
 
 
@@ -154,9 +185,12 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 
 def templates_router(
-    store: TemplateStore, dependencies: Sequence[params.Depends] = ()
+    store: TemplateStore, catalog: ModelCatalog, dependencies: Sequence[params.Depends] = ()
 ) -> APIRouter:
-    """The /api/v1/roi-templates endpoints over ``store``; ``dependencies`` guard them all."""
+    """The /api/v1/roi-templates endpoints over ``store``; ``dependencies`` guard them all.
+
+    ``catalog`` says which recognition models a template may name.
+    """
     router = APIRouter(
         prefix=PREFIX,
         tags=["roi-templates"],
@@ -179,11 +213,14 @@ def templates_router(
     )
     def create_template(spec: TemplateCreate, response: Response) -> TemplateOut:
         try:
+            spec = resolve_model(spec, catalog)
             state = store.create(spec)
+        except UnknownModelError as exc:
+            raise _model_violation(exc) from exc
         except TemplateExistsError as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from exc
         response.headers["Location"] = f"{PREFIX}/{state.name}"
-        return template_out(state)
+        return template_out(state, _prefix_warnings(spec))
 
     @router.get(
         "/{name}", summary="One ROI template", response_model=TemplateOut, responses=_NOT_FOUND
@@ -200,9 +237,16 @@ def templates_router(
         response_model=TemplateOut,
         responses=_NOT_FOUND,
     )
-    def edit_template(name: str, patch: TemplatePatch) -> TemplateOut:
+    # TemplatePatch is made by pydantic.create_model from TemplateSettings (not retyped), which
+    # type checkers cannot follow as a class.
+    def edit_template(name: str, patch: TemplatePatch) -> TemplateOut:  # type: ignore[valid-type]
         try:
+            if patch.model is not None:
+                canonical = resolve_model(TemplateSettings(model=patch.model), catalog).model
+                patch = patch.model_copy(update={"model": canonical})
             return template_out(store.edit(name, patch))
+        except UnknownModelError as exc:
+            raise _model_violation(exc) from exc
         except TemplateNotFoundError as exc:
             raise _not_found(name) from exc
 
@@ -221,6 +265,62 @@ def templates_router(
         return Response(status_code=204)
 
     return router
+
+
+def models_router(catalog: ModelCatalog, dependencies: Sequence[params.Depends] = ()) -> APIRouter:
+    """GET /api/v1/models: the recognition models a template can name."""
+    router = APIRouter(
+        prefix="/api/v1/models",
+        tags=["roi-templates"],
+        dependencies=list(dependencies),
+        responses={
+            **UNAUTHORIZED_RESPONSE,
+            503: {"model": ErrorOut, "description": "The operator's model folder is unusable"},
+        },
+    )
+
+    @router.get(
+        "", summary="Recognition models a template can select", response_model=list[ModelOut]
+    )
+    def list_models() -> list[ModelOut]:
+        catalog.refresh()  # an operator may have dropped a model in since the last look
+        try:
+            manifests = catalog.manifests()
+        except ModelError as exc:
+            raise HTTPException(status_code=503, detail=f"model folder unusable: {exc}") from exc
+        builtin = set(BUILTIN_MODELS)
+        return [
+            ModelOut(
+                name=name,
+                description=manifests[name.casefold()].description,
+                builtin=name in builtin,
+            )
+            for name in model_choices(catalog)
+        ]
+
+    return router
+
+
+def document_models(app: FastAPI, catalog: ModelCatalog) -> None:
+    """List this relay's models as the ``model`` field's enum in the OpenAPI document.
+
+    The document is built on its first request, so the catalogue is read then, not at import.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        names = model_choices(catalog)
+        for component in schema.get("components", {}).get("schemas", {}).values():
+            model = component.get("properties", {}).get("model")
+            if model is not None and model.get("type") == "string":
+                model["enum"] = names
+                model.pop("pattern", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def mount_console(app: FastAPI) -> None:

@@ -640,10 +640,10 @@ class RoiController:
                 return (
                     RoiConfig(
                         template=name,
-                        model=None if override else version.model,
-                        delta_qp=version.delta_qp,
-                        max_regions=version.max_regions,
-                        bitrate_kbps=version.bitrate_kbps,
+                        model=None if override else version.settings.model,
+                        delta_qp=version.settings.delta_qp,
+                        max_regions=version.settings.max_regions,
+                        bitrate_kbps=version.settings.bitrate_kbps,
                     ),
                     "",
                 )

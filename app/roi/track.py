@@ -28,17 +28,17 @@ from app.roi.detect import (
     box_iou,
     prominence,
 )
-from app.roi.regions import MAX_REGIONS, Region, effective_regions, max_region_area
+from app.roi.regions import MAX_REGIONS, MIN_DELTA_QP, Region, effective_regions, max_region_area
 
 # FFmpeg's libx264 and libx265 wrappers apply ROI per 16x16 block (every block a region
 # touches); regions are aligned to these blocks.
 BLOCK = 16
-MIN_DELTA_QP, MAX_DELTA_QP = -51, 0
 
 
 def label_qp(delta_qp: int, policy: LabelPolicy) -> int:
-    """The template's DeltaQp scaled by the label's weight, kept a quality *gain* (<= 0)."""
-    return max(MIN_DELTA_QP, min(MAX_DELTA_QP, round(delta_qp * policy.qp_weight)))
+    """The template's DeltaQp scaled by the label's weight, kept a quality *gain* (<= 0):
+    a detected region is never coded worse than the rest of the picture."""
+    return max(MIN_DELTA_QP, min(0, round(delta_qp * policy.qp_weight)))
 
 
 def pad_box(box: np.ndarray, pad: float, width: int, height: int) -> np.ndarray:

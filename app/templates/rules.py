@@ -1,58 +1,56 @@
-"""The ROI template rules, in one place (reference/css-roi-recognition.txt, DESIGN.md).
+"""The ROI template rules, in one place (docs/roi-rules.md, after the cloud service's ROI
+recognition feature).
 
-Each field rule is one checking function, one message that names the rule, and one JSON schema
-fragment (the OpenAPI contract). The three sit side by side here so that the API's validation,
-its error messages and its documented schema cannot drift apart. The checks are strict: a JSON
-string ``"5"`` is not a QP delta, ``true`` is not an integer, ``null`` only where the rule
-says so.
+A template has one shape: :class:`TemplateSettings` (description, model and the encoding
+knobs). The create body adds the name, the patch body is the same fields all optional, the
+store keeps a ``TemplateSettings`` per version, and the API answers with it; none retypes the
+fields. Each field rule is one checking function, one message that names the rule, and one JSON
+schema fragment (the OpenAPI contract), side by side so that validation, error messages and the
+documented schema cannot drift apart. The checks are strict: a JSON string ``"5"`` is not a QP
+delta, ``true`` is not an integer, ``null`` only where the rule says so.
+
+Which recognition models exist is not a rule of the text but of the relay's model catalogue
+(app/roi/registry.py): the field rule checks the shape of a model name, and
+:func:`resolve_model` checks it against a catalogue and gives its canonical spelling.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from enum import StrEnum
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 
-from pydantic import BaseModel, ConfigDict, PlainValidator, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, PlainValidator, WithJsonSchema, create_model
 from pydantic_core import PydanticCustomError
 
+from app.roi.regions import MAX_DELTA_QP, MAX_REGIONS, MIN_DELTA_QP
 from app.roi.registry import ModelCatalog, ModelError
-
-MODELS_DIR_ENV = "ROI_RELAY_MODELS_DIR"  # interim: the catalogue comes from Settings
-
-log = logging.getLogger("app.templates")
 
 NAME_PREFIX: Final = "roi"
 
-
-class Model(StrEnum):
-    """The recognition ("training") models a template can select."""
-
-    GENERAL = "General"
-    HONOR_OF_KINGS = "HonorOfKings"
-    NBA2K = "NBA2K"
-    LIVE_SHOWS = "LiveShows"
-
-
-DEFAULT_MODEL: Final = Model.GENERAL
-DEFAULT_DELTA_QP: Final = -6
-DEFAULT_MAX_REGIONS: Final = 6
+# The recognition ("training") models of the cloud service; an operator may add more.
+BUILTIN_MODELS: Final = ("General", "HonorOfKings", "NBA2K", "LiveShows")
+DEFAULT_MODEL: Final = "General"
+# A template's default boost is stronger than the ROI string's -3 (app/roi/regions.py): the
+# string's default is for one region an application names, a template's for detected faces.
+TEMPLATE_DELTA_QP: Final = -6
 
 NAME_MAX = 10
 DESCRIPTION_MAX = 100
-DELTA_QP_RANGE: Final = (-51, 51)
-MAX_REGIONS_RANGE: Final = (1, 6)
+MODEL_NAME_MAX = 32  # the store's column
+DELTA_QP_RANGE: Final = (MIN_DELTA_QP, MAX_DELTA_QP)
+MAX_REGIONS_RANGE: Final = (1, MAX_REGIONS)
 BITRATE_KBPS_RANGE: Final = (100, 50000)
 
 # Chinese here means the CJK Unified Ideographs block (U+4E00..U+9FFF); "spaces" means the
 # ASCII space only (no tabs, newlines or full-width spaces).
 _NAME_CHARS = "A-Za-z0-9"
 _DESCRIPTION_CHARS = "\u4e00-\u9fffA-Za-z0-9 _-"
+_MODEL_CHARS = "A-Za-z0-9_-"
 _NAME_RE = re.compile(f"[{_NAME_CHARS}]{{1,{NAME_MAX}}}")
 _DESCRIPTION_RE = re.compile(f"[{_DESCRIPTION_CHARS}]{{0,{DESCRIPTION_MAX}}}")
+_MODEL_RE = re.compile(f"[{_MODEL_CHARS}]{{1,{MODEL_NAME_MAX}}}")
 
 NAME_RULE: Final = f"name must be 1-{NAME_MAX} ASCII letters or digits"
 DESCRIPTION_RULE: Final = (
@@ -61,8 +59,8 @@ DESCRIPTION_RULE: Final = (
 )
 MODEL_RULE: Final = (
     "model must be one of "
-    + ", ".join(m.value for m in Model)
-    + f" or a model added in {MODELS_DIR_ENV}"
+    + ", ".join(BUILTIN_MODELS)
+    + " (any case) or a model added in ROI_RELAY_MODELS_DIR"
 )
 DELTA_QP_RULE: Final = (
     f"delta_qp must be an integer from {DELTA_QP_RANGE[0]} to {DELTA_QP_RANGE[1]}"
@@ -103,29 +101,51 @@ def check_description(value: object) -> str:
     raise _broken(DESCRIPTION_RULE, "description_rule")
 
 
-def operator_models() -> list[str]:
-    """Models an operator added (app/roi/registry.py), beside the four built-in ones.
-
-    A folder with a broken manifest adds nothing here; loading the model says what is wrong.
-    """
-    try:
-        names = ModelCatalog().names()
-    except ModelError as exc:
-        log.warning("operator models unavailable: %s", exc)
-        return []
-    builtin = {m.value.casefold() for m in Model}
-    return [name for name in names if name.casefold() not in builtin]
-
-
 def check_model(value: object) -> str:
-    if isinstance(value, str):
-        try:
-            return Model(value)
-        except ValueError:
-            pass
-        if value in operator_models():
-            return value
+    """The shape of a model name; whether the relay knows it is :func:`resolve_model`'s."""
+    if isinstance(value, str) and _MODEL_RE.fullmatch(value):
+        return value
     raise _broken(MODEL_RULE, "model_rule")
+
+
+_Settings = TypeVar("_Settings", bound="TemplateSettings")
+
+
+class UnknownModelError(ValueError):
+    """A template names a model the relay's catalogue does not have."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        super().__init__(f"{MODEL_RULE}; {name!r} is not one (known here: {', '.join(known)})")
+        self.name = name
+
+
+def model_choices(catalog: ModelCatalog) -> list[str]:
+    """The models a template can name: the built-in four in the reference's order, then the
+    operator's by name (only the built-in ones if the operator's folder is unusable)."""
+    try:
+        names = catalog.names()
+    except ModelError:
+        return list(BUILTIN_MODELS)
+    builtin = {name.casefold() for name in BUILTIN_MODELS}
+    return [n for n in BUILTIN_MODELS if n in names] + [
+        n for n in names if n.casefold() not in builtin
+    ]
+
+
+def resolve_model(settings: _Settings, catalog: ModelCatalog) -> _Settings:
+    """``settings`` with its model in the catalogue's spelling (``liveshows`` -> ``LiveShows``).
+
+    Raises :class:`UnknownModelError` for a model the catalogue does not have.
+    """
+    canonical = catalog.canonical(settings.model)
+    if canonical is None:  # perhaps dropped into the operator's folder since the last look
+        catalog.refresh()
+        canonical = catalog.canonical(settings.model)
+    if canonical is None:
+        raise UnknownModelError(settings.model, model_choices(catalog))
+    if canonical == settings.model:
+        return settings
+    return settings.model_copy(update={"model": canonical})
 
 
 def _ranged(rule: str, error_type: str, bounds: tuple[int, int]) -> Callable[[object], int]:
@@ -169,9 +189,9 @@ DESCRIPTION_SCHEMA: Final[dict[str, Any]] = {
 }
 MODEL_SCHEMA: Final[dict[str, Any]] = {
     "type": "string",
-    # The operator's models present at start-up are listed too (the console offers them).
-    "enum": [m.value for m in Model] + operator_models(),
-    "description": MODEL_RULE,
+    "pattern": f"^[{_MODEL_CHARS}]{{1,{MODEL_NAME_MAX}}}$",
+    "description": MODEL_RULE + " (GET /api/v1/models lists them)",
+    "examples": list(BUILTIN_MODELS),
 }
 DELTA_QP_SCHEMA: Final = _int_schema(DELTA_QP_RANGE, DELTA_QP_RULE)
 MAX_REGIONS_SCHEMA: Final = _int_schema(MAX_REGIONS_RANGE, MAX_REGIONS_RULE)
@@ -181,7 +201,7 @@ BITRATE_KBPS_SCHEMA: Final[dict[str, Any]] = {
 }
 
 # The field types: the check is the whole validation (PlainValidator), the schema is what
-# OpenAPI documents. The "| None" variants are for PATCH, where None means "not sent".
+# OpenAPI documents.
 Name = Annotated[str, PlainValidator(check_name), WithJsonSchema(NAME_SCHEMA)]
 Description = Annotated[str, PlainValidator(check_description), WithJsonSchema(DESCRIPTION_SCHEMA)]
 ModelName = Annotated[str, PlainValidator(check_model), WithJsonSchema(MODEL_SCHEMA)]
@@ -190,16 +210,72 @@ MaxRegions = Annotated[int, PlainValidator(check_max_regions), WithJsonSchema(MA
 BitrateKbps = Annotated[
     int | None, PlainValidator(check_bitrate_kbps), WithJsonSchema(BITRATE_KBPS_SCHEMA)
 ]
-_PatchDescription = Annotated[
-    str | None, PlainValidator(check_description), WithJsonSchema(DESCRIPTION_SCHEMA)
-]
-_PatchModel = Annotated[str | None, PlainValidator(check_model), WithJsonSchema(MODEL_SCHEMA)]
-_PatchDeltaQp = Annotated[
-    int | None, PlainValidator(check_delta_qp), WithJsonSchema(DELTA_QP_SCHEMA)
-]
-_PatchMaxRegions = Annotated[
-    int | None, PlainValidator(check_max_regions), WithJsonSchema(MAX_REGIONS_SCHEMA)
-]
+
+
+class TemplateSettings(BaseModel):
+    """What one version of a template says: the model and the encoding knobs.
+
+    The one shape of a template: the create and patch bodies, the stored versions and the API
+    answers are all made from these fields.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: Description = ""
+    model: ModelName = DEFAULT_MODEL
+    delta_qp: DeltaQp = TEMPLATE_DELTA_QP
+    max_regions: MaxRegions = MAX_REGIONS
+    bitrate_kbps: BitrateKbps = None
+
+
+class TemplateCreate(TemplateSettings):
+    """POST body: a new template. ``name`` is the user's part, without the prefix."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"examples": [{"name": "face1", "model": "LiveShows"}]},
+    )
+
+    name: Name
+
+    @property
+    def stored_name(self) -> str:
+        return NAME_PREFIX + self.name
+
+    def settings(self) -> TemplateSettings:
+        return TemplateSettings(**self.model_dump(exclude={"name"}))
+
+
+def _patch_schema(schema: dict[str, Any]) -> None:
+    # A left-out field keeps its value: there is no default to document, and "null" is not
+    # a value of these fields (bitrate_kbps documents its own null).
+    for prop in schema.get("properties", {}).values():
+        prop.pop("default", None)
+    schema["examples"] = [{"description": "host face", "delta_qp": -8}]
+
+
+def _optional(field: str) -> Any:
+    """A settings field's type for PATCH: the same checks, None meaning "not sent"."""
+    info = TemplateSettings.model_fields[field]
+    return (Annotated[(info.annotation | None, *info.metadata)], None)
+
+
+class _PatchBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_patch_schema)
+
+    def apply(self, base: TemplateSettings) -> TemplateSettings:
+        """``base`` with the fields this patch sent; ``bitrate_kbps: null`` clears the bitrate."""
+        changes = {field: getattr(self, field) for field in self.model_fields_set}
+        return base.model_copy(update=changes)
+
+
+TemplatePatch = create_model(
+    "TemplatePatch",
+    __base__=_PatchBase,
+    __doc__="PATCH body: the fields to change; a field left out keeps its value.",
+    **{field: _optional(field) for field in TemplateSettings.model_fields},
+)
 
 # Messages for a field that is missing or unknown, keyed by field name.
 FIELD_RULES: Final[Mapping[str, str]] = {
@@ -220,67 +296,6 @@ def stored_name(name: str) -> str:
 def is_stored_name(name: str) -> bool:
     """Whether ``name`` could name a stored template (``roi`` + a valid name)."""
     return name.startswith(NAME_PREFIX) and bool(_NAME_RE.fullmatch(name[len(NAME_PREFIX) :]))
-
-
-class TemplateSettings(BaseModel):
-    """What one version of a template says: the model and the encoding knobs."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    description: Description = ""
-    model: ModelName = DEFAULT_MODEL
-    delta_qp: DeltaQp = DEFAULT_DELTA_QP
-    max_regions: MaxRegions = DEFAULT_MAX_REGIONS
-    bitrate_kbps: BitrateKbps = None
-
-
-class TemplateCreate(BaseModel):
-    """POST body: a new template. ``name`` is the user's part, without the prefix."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        json_schema_extra={"examples": [{"name": "face1", "model": "LiveShows"}]},
-    )
-
-    name: Name
-    description: Description = ""
-    model: ModelName = DEFAULT_MODEL
-    delta_qp: DeltaQp = DEFAULT_DELTA_QP
-    max_regions: MaxRegions = DEFAULT_MAX_REGIONS
-    bitrate_kbps: BitrateKbps = None
-
-    @property
-    def stored_name(self) -> str:
-        return NAME_PREFIX + self.name
-
-    def settings(self) -> TemplateSettings:
-        return TemplateSettings(**self.model_dump(exclude={"name"}))
-
-
-def _patch_schema(schema: dict[str, Any]) -> None:
-    # A left-out field keeps its value: there is no default to document, and "null" is not
-    # a value of these fields (bitrate_kbps documents its own null).
-    for prop in schema.get("properties", {}).values():
-        prop.pop("default", None)
-    schema["examples"] = [{"description": "host face", "delta_qp": -8}]
-
-
-class TemplatePatch(BaseModel):
-    """PATCH body: the fields to change; a field left out keeps its value."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_patch_schema)
-
-    description: _PatchDescription = None
-    model: _PatchModel = None
-    delta_qp: _PatchDeltaQp = None
-    max_regions: _PatchMaxRegions = None
-    bitrate_kbps: BitrateKbps = None
-
-    def apply(self, base: TemplateSettings) -> TemplateSettings:
-        """``base`` with the fields this patch sent; ``bitrate_kbps: null`` clears the bitrate."""
-        changes = {field: getattr(self, field) for field in self.model_fields_set}
-        return base.model_copy(update=changes)
 
 
 def explain(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -84,23 +84,9 @@ class TemplateVersion:
     name: str  # the stored name, e.g. "roiface1"
     version: int  # 1, 2, ... per template
     id: int  # unique over all templates and versions, never reused
-    description: str
-    model: str  # a Model value, or a model the operator added
-    delta_qp: int
-    max_regions: int
-    bitrate_kbps: int | None  # None: keep the publisher's bitrate
+    settings: TemplateSettings
     saved_at: datetime
     effective_at: datetime
-
-    @property
-    def settings(self) -> TemplateSettings:
-        return TemplateSettings(
-            description=self.description,
-            model=self.model,
-            delta_qp=self.delta_qp,
-            max_regions=self.max_regions,
-            bitrate_kbps=self.bitrate_kbps,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +190,11 @@ _versions = Table(
     UniqueConstraint("template_name", "version"),
     sqlite_autoincrement=True,
 )
+
+
+# The version table has one column per settings field, by the same name.
+SETTINGS_COLUMNS: tuple[str, ...] = tuple(TemplateSettings.model_fields)
+assert set(SETTINGS_COLUMNS) <= set(_versions.c.keys()), "a settings field without a column"
 
 
 def _migration_1(conn: Connection) -> None:
@@ -449,11 +440,7 @@ class TemplateStore:
             insert(_versions).values(
                 template_name=name,
                 version=number,
-                description=settings.description,
-                model=settings.model.value,
-                delta_qp=settings.delta_qp,
-                max_regions=settings.max_regions,
-                bitrate_kbps=settings.bitrate_kbps,
+                **settings.model_dump(),
                 saved_at=now,
                 effective_at=now + self.activation_delay,
             )
@@ -572,11 +559,7 @@ def _resolve(rows: Sequence[RowMapping], as_of: datetime) -> TemplateState:
             name=row["name"],
             version=row["version"],
             id=row["id"],
-            description=row["description"],
-            model=row["model"],
-            delta_qp=row["delta_qp"],
-            max_regions=row["max_regions"],
-            bitrate_kbps=row["bitrate_kbps"],
+            settings=TemplateSettings(**{field: row[field] for field in SETTINGS_COLUMNS}),
             saved_at=row["saved_at"],
             effective_at=row["effective_at"],
         )

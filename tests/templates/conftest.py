@@ -18,7 +18,8 @@ from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from app.api.security import bearer_auth
-from app.api.templates import mount_console, templates_router
+from app.api.templates import document_models, models_router, mount_console, templates_router
+from app.roi.registry import ModelCatalog
 from app.templates.store import TemplateStore, normalize_database_url
 
 POSTGRES_ENV = "ROI_RELAY_TEST_POSTGRES_URL"
@@ -78,10 +79,15 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'data' / 'roi-relay.db'}"
 
 
-def build_app(store: TemplateStore, api_token: str = "") -> FastAPI:
+def build_app(
+    store: TemplateStore, api_token: str = "", catalog: ModelCatalog | None = None
+) -> FastAPI:
     """What the composition root does with this package, and nothing else."""
     app = FastAPI(title="roi-relay templates (test)")
-    app.include_router(templates_router(store, [bearer_auth(api_token)]))
+    models = catalog or ModelCatalog()
+    app.include_router(templates_router(store, models, [bearer_auth(api_token)]))
+    app.include_router(models_router(models, [bearer_auth(api_token)]))
+    document_models(app, models)
     mount_console(app)
     return app
 

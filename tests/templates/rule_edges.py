@@ -53,13 +53,18 @@ MODEL_EDGES: list[tuple[Any, bool]] = [
     ("HonorOfKings", True),
     ("NBA2K", True),
     ("LiveShows", True),
-    ("general", False),  # case matters
+    ("general", True),  # any case, stored in the model's own spelling
+    ("LIVESHOWS", True),
     ("Live Shows", False),
-    ("Faces", False),
+    ("Faces", False),  # no such model in the catalogue
     ("", False),
     (1, False),
     (None, False),
 ]
+# What the API stores for a model name given in another case.
+CANONICAL_MODELS = {"general": "General", "LIVESHOWS": "LiveShows"}
+# Names of the right shape that only the catalogue can refuse (the rule alone accepts them).
+UNKNOWN_MODELS = {"Faces"}
 DELTA_QP_EDGES: list[tuple[Any, bool]] = [
     (-52, False),
     (-51, True),

@@ -58,14 +58,14 @@ def test_pending_active_edit_restart_delete_on_real_time(settings: Settings) -> 
             lambda: http.get(f"{URL}/roiface1").json()["status"] == "active", 5, "activation"
         )
         assert took > 0.3  # it really waited for the delay
-        assert store.in_force("roiface1").model == "LiveShows"  # type: ignore[union-attr]
+        assert store.in_force("roiface1").settings.model == "LiveShows"  # type: ignore[union-attr]
 
         edited = http.patch(f"{URL}/roiface1", json={"delta_qp": -12, "max_regions": 3})
         shown = edited.json()
         assert (shown["status"], shown["delta_qp"], shown["version"]) == ("active", -6, 1)
         assert shown["pending"]["delta_qp"] == -12
         pending_effective_at = shown["pending"]["effective_at"]
-        assert store.in_force("roiface1").delta_qp == -6  # type: ignore[union-attr]
+        assert store.in_force("roiface1").settings.delta_qp == -6  # type: ignore[union-attr]
     store.close()
 
     # Restart: a new store and server on the same SQLite file keep the version in force and
@@ -77,7 +77,7 @@ def test_pending_active_edit_restart_delete_on_real_time(settings: Settings) -> 
         assert newest["effective_at"] == pending_effective_at
         assert (newest["version"], newest["delta_qp"], newest["max_regions"]) == (2, -12, 3)
         _wait_for(lambda: http.get(f"{URL}/roiface1").json()["pending"] is None, 5, "the edit")
-        assert store.in_force("roiface1").delta_qp == -12  # type: ignore[union-attr]
+        assert store.in_force("roiface1").settings.delta_qp == -12  # type: ignore[union-attr]
 
         assert http.delete(f"{URL}/roiface1").status_code == 204
         assert http.get(f"{URL}/roiface1").status_code == 404
@@ -100,7 +100,7 @@ def test_edit_saved_just_before_a_restart_comes_into_force_after_it(settings: Se
     try:
         assert store.get("roigame1").status == "pending"
         _wait_for(lambda: store.get("roigame1").status == "active", 5, "activation")
-        assert store.in_force("roigame1").model == "NBA2K"  # type: ignore[union-attr]
+        assert store.in_force("roigame1").settings.model == "NBA2K"  # type: ignore[union-attr]
     finally:
         store.close()
 
@@ -131,10 +131,12 @@ async def test_watcher_timer_reports_activation(sqlite_url: str) -> None:
         await asyncio.to_thread(store.edit, "roiface1", TemplatePatch(model="LiveShows"))
         edited = await _next(changes)
         assert edited.kind == ChangeKind.EDITED
-        assert edited.pending is not None and edited.pending.model == "LiveShows"
+        assert edited.pending is not None and edited.pending.settings.model == "LiveShows"
         took_effect = await _next(changes)
         assert took_effect.kind == ChangeKind.ACTIVATED
-        assert took_effect.in_force is not None and took_effect.in_force.model == "LiveShows"
+        assert (
+            took_effect.in_force is not None and took_effect.in_force.settings.model == "LiveShows"
+        )
 
         await asyncio.to_thread(store.delete, "roiface1")
         assert (await _next(changes)).kind == ChangeKind.DELETED
@@ -165,7 +167,7 @@ async def test_changes_made_by_another_node_arrive_by_polling(database_url: str)
         if edited.kind == ChangeKind.EDITED:  # node B may look only after it took effect
             edited = await _next(seen_by_b)
         assert edited.kind == ChangeKind.ACTIVATED
-        assert edited.in_force is not None and edited.in_force.delta_qp == -20
+        assert edited.in_force is not None and edited.in_force.settings.delta_qp == -20
 
         await asyncio.to_thread(node_a.delete, "roishared1")
         assert (await _next(seen_by_b)).kind == ChangeKind.DELETED

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from app.templates.rules import FIELD_RULES, NAME_RULE
 from app.templates.store import TemplateStore
 from tests.templates.conftest import FakeClock, build_app
-from tests.templates.rule_edges import edge_params
+from tests.templates.rule_edges import CANONICAL_MODELS, edge_params
 
 DELAY = 300.0
 URL = "/api/v1/roi-templates"
@@ -46,12 +46,14 @@ def test_create_rule_edges(client: TestClient, field: str, value: Any, ok: bool)
         created = response.json()
         assert created["name"] == (f"roi{value}" if field == "name" else "roiface1")
         if field != "name":
-            assert created[field] == value
+            assert created[field] == (
+                CANONICAL_MODELS.get(value, value) if field == "model" else value
+            )
     else:
         violation = _only_violation(response)
         assert violation["field"] == field
         assert violation["loc"] == ["body", field]
-        assert violation["msg"] == FIELD_RULES[field]
+        assert violation["msg"].startswith(FIELD_RULES[field])
         assert client.get(URL).json() == []  # nothing was stored
 
 
@@ -65,10 +67,12 @@ def test_patch_rule_edges(client: TestClient, field: str, value: Any, ok: bool) 
         assert response.status_code == 200, response.text
         shown = response.json()
         # Never in force yet, so the edit shows at the top (status pending).
-        assert shown["status"] == "pending" and shown[field] == value
+        want = CANONICAL_MODELS.get(value, value) if field == "model" else value
+        assert shown["status"] == "pending" and shown[field] == want
     else:
         violation = _only_violation(response)
-        assert (violation["field"], violation["msg"]) == (field, FIELD_RULES[field])
+        assert violation["field"] == field
+        assert violation["msg"].startswith(FIELD_RULES[field])
 
 
 def test_create_shows_the_stored_template(client: TestClient, clock: FakeClock) -> None:
@@ -93,6 +97,7 @@ def test_create_shows_the_stored_template(client: TestClient, clock: FakeClock) 
         "effective_at": "2026-05-01T12:05:00Z",
         "effective_in_s": 300.0,
         "pending": None,
+        "warnings": [],
     }
     clock.advance(120)
     assert client.get(f"{URL}/roiface1").json()["effective_in_s"] == 180.0
@@ -177,7 +182,7 @@ def test_bad_bodies_are_422_naming_the_problem(client: TestClient) -> None:
 
 def test_several_rules_broken_are_all_reported(client: TestClient) -> None:
     response = client.post(
-        URL, json={"name": "face_1", "description": "a/b", "model": "Faces", "delta_qp": 99}
+        URL, json={"name": "face_1", "description": "a/b", "model": "Live Shows", "delta_qp": 99}
     )
     assert response.status_code == 422
     detail = response.json()["detail"]
@@ -187,6 +192,32 @@ def test_several_rules_broken_are_all_reported(client: TestClient) -> None:
         "model": FIELD_RULES["model"],
         "delta_qp": FIELD_RULES["delta_qp"],
     }
+
+
+def test_unknown_model_is_422_naming_the_known_ones(client: TestClient) -> None:
+    violation = _only_violation(client.post(URL, json={"name": "face1", "model": "Faces"}))
+    assert violation["field"] == "model" and violation["msg"].startswith(FIELD_RULES["model"])
+    assert "'Faces' is not one" in violation["msg"] and "LiveShows" in violation["msg"]
+    assert client.get(URL).json() == []
+
+
+def test_a_prefixed_name_gets_a_warning(client: TestClient) -> None:
+    created = client.post(URL, json={"name": "roiface1"}).json()
+    assert created["name"] == "roiroiface1"
+    [warning] = created["warnings"]
+    assert "roiroiface1" in warning and "create it as 'face1'" in warning
+    assert client.post(URL, json={"name": "face2"}).json()["warnings"] == []
+
+
+def test_models_lists_the_catalogue(client: TestClient) -> None:
+    models = client.get("/api/v1/models").json()
+    assert [m["name"] for m in models if m["builtin"]] == [
+        "General",
+        "HonorOfKings",
+        "NBA2K",
+        "LiveShows",
+    ]
+    assert all(m["description"] for m in models)
 
 
 def test_bearer_token(store: TemplateStore) -> None:

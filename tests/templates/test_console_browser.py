@@ -119,10 +119,10 @@ def test_console_creates_edits_and_deletes(browser: object, sqlite_url: str, tmp
             expect(template.locator("td.num").first).to_have_text("-6")
             page.screenshot(path=str(tmp_path / "console.png"), full_page=True)
             in_force = store.in_force("roiface1")
-            assert in_force is not None and in_force.delta_qp == -6
+            assert in_force is not None and in_force.settings.delta_qp == -6
             expect(pending).to_be_empty(timeout=10_000)
             expect(template.locator("td.num").first).to_have_text("-12")
-            assert store.in_force("roiface1").delta_qp == -12  # type: ignore[union-attr]
+            assert store.in_force("roiface1").settings.delta_qp == -12  # type: ignore[union-attr]
 
             # The token survives a reload (localStorage).
             page.reload()

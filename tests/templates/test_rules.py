@@ -7,17 +7,24 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from app.roi.registry import ModelCatalog
 from app.templates.rules import (
     FIELD_RULES,
     NAME_RULE,
-    Model,
     TemplateCreate,
     TemplatePatch,
     TemplateSettings,
+    UnknownModelError,
     explain,
+    resolve_model,
     stored_name,
 )
-from tests.templates.rule_edges import edge_params
+from tests.templates.rule_edges import CANONICAL_MODELS, UNKNOWN_MODELS, edge_params
+
+
+def _rule_alone(field: str, value: Any, ok: bool) -> bool:
+    """Whether the field rule alone (no model catalogue) accepts ``value``."""
+    return ok or (field == "model" and value in UNKNOWN_MODELS)
 
 
 def _create_body(field: str, value: Any) -> dict[str, Any]:
@@ -29,7 +36,7 @@ def _create_body(field: str, value: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(("field", "value", "ok"), edge_params())
 def test_create_rule_edges(field: str, value: Any, ok: bool) -> None:
     body = _create_body(field, value)
-    if ok:
+    if _rule_alone(field, value, ok):
         created = TemplateCreate.model_validate(body)
         got = getattr(created, field)
         assert got == value
@@ -47,7 +54,7 @@ def test_create_rule_edges(field: str, value: Any, ok: bool) -> None:
     ("field", "value", "ok"), [p for p in edge_params() if p.values[0] != "name"]
 )
 def test_patch_rule_edges(field: str, value: Any, ok: bool) -> None:
-    if ok:
+    if _rule_alone(field, value, ok):
         patch = TemplatePatch.model_validate({field: value})
         assert patch.model_fields_set == {field}
         assert getattr(patch.apply(TemplateSettings()), field) == value
@@ -61,7 +68,7 @@ def test_defaults_follow_the_reference() -> None:
     created = TemplateCreate.model_validate({"name": "face1"})
     assert created.stored_name == "roiface1"
     assert created.settings() == TemplateSettings(
-        description="", model=Model.GENERAL, delta_qp=-6, max_regions=6, bitrate_kbps=None
+        description="", model="General", delta_qp=-6, max_regions=6, bitrate_kbps=None
     )
 
 
@@ -69,7 +76,7 @@ def test_messages_name_each_rule() -> None:
     assert NAME_RULE == "name must be 1-10 ASCII letters or digits"
     assert "100 characters of Chinese" in FIELD_RULES["description"]
     assert FIELD_RULES["model"] == (
-        "model must be one of General, HonorOfKings, NBA2K, LiveShows"
+        "model must be one of General, HonorOfKings, NBA2K, LiveShows (any case)"
         " or a model added in ROI_RELAY_MODELS_DIR"
     )
     assert FIELD_RULES["delta_qp"] == "delta_qp must be an integer from -51 to 51"
@@ -117,3 +124,22 @@ def test_explain_names_field_and_rule() -> None:
     assert explained[4]["msg"] == "the body must be a JSON object of template fields"
     assert explained[5]["msg"] == "name: Input should be a string"
     assert explained[0]["loc"] == ["body", "name"]
+
+
+def test_models_resolve_against_the_catalogue() -> None:
+    catalog = ModelCatalog()
+    for given, canonical in CANONICAL_MODELS.items():
+        assert resolve_model(TemplateSettings(model=given), catalog).model == canonical
+    with pytest.raises(UnknownModelError) as caught:
+        resolve_model(TemplateSettings(model="Faces"), catalog)
+    assert str(caught.value).startswith(FIELD_RULES["model"])
+    assert "known here: General, HonorOfKings, NBA2K, LiveShows" in str(caught.value)
+
+
+def test_patch_has_the_settings_fields_and_their_rules() -> None:
+    # Derived from TemplateSettings, so a new settings field is patchable with the same rule.
+    assert set(TemplatePatch.model_fields) == set(TemplateSettings.model_fields)
+    for field in TemplateSettings.model_fields:
+        assert TemplatePatch.model_fields[field].metadata == (
+            TemplateSettings.model_fields[field].metadata
+        )

@@ -27,6 +27,7 @@ OPERATIONS = [
     ("GET", "/api/v1/roi-templates/{name}"),
     ("PATCH", "/api/v1/roi-templates/{name}"),
     ("DELETE", "/api/v1/roi-templates/{name}"),
+    ("GET", "/api/v1/models"),
 ]
 EXAMPLES = 150
 

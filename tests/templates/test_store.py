@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from app.templates.rules import Model, TemplateCreate, TemplatePatch
+from app.templates.rules import TemplateCreate, TemplatePatch
 from app.templates.store import (
     SCHEMA_VERSION,
     ChangeKind,
@@ -49,7 +49,7 @@ def test_created_template_is_pending_until_the_delay_has_passed(
     store: TemplateStore, clock: FakeClock
 ) -> None:
     created_at = clock.now
-    state = store.create(TemplateCreate(name="face1", model=Model.LIVE_SHOWS))
+    state = store.create(TemplateCreate(name="face1", model="LiveShows"))
     assert state.name == "roiface1"
     assert state.status == "pending"
     assert state.in_force is None
@@ -63,7 +63,11 @@ def test_created_template_is_pending_until_the_delay_has_passed(
     clock.advance(0.001)  # effective_at itself counts as in force
     in_force = store.in_force("roiface1")
     assert in_force is not None
-    assert (in_force.version, in_force.model, in_force.delta_qp) == (1, Model.LIVE_SHOWS, -6)
+    assert (in_force.version, in_force.settings.model, in_force.settings.delta_qp) == (
+        1,
+        "LiveShows",
+        -6,
+    )
     assert store.get("roiface1").status == "active"
     assert store.pending("roiface1") is None
 
@@ -78,19 +82,19 @@ def test_edit_is_pending_while_the_previous_version_stays_in_force(
     state = store.edit("roiface1", TemplatePatch(delta_qp=-12, description="主播 face"))
     assert state.status == "active"
     assert state.in_force is not None and state.pending is not None
-    assert (state.in_force.version, state.in_force.delta_qp) == (1, -4)
-    assert (state.pending.version, state.pending.delta_qp) == (2, -12)
-    assert state.pending.description == "主播 face"
-    assert state.pending.bitrate_kbps == 2000  # untouched fields carry over
+    assert (state.in_force.version, state.in_force.settings.delta_qp) == (1, -4)
+    assert (state.pending.version, state.pending.settings.delta_qp) == (2, -12)
+    assert state.pending.settings.description == "主播 face"
+    assert state.pending.settings.bitrate_kbps == 2000  # untouched fields carry over
     assert state.pending.effective_at == edited_at + timedelta(seconds=DELAY)
     assert state.updated_at == edited_at
 
     clock.advance(DELAY - 1)
-    assert store.in_force("roiface1").delta_qp == -4  # type: ignore[union-attr]
+    assert store.in_force("roiface1").settings.delta_qp == -4  # type: ignore[union-attr]
     clock.advance(1)
     now_in_force = store.in_force("roiface1")
     assert now_in_force is not None and now_in_force.version == 2
-    assert now_in_force.delta_qp == -12
+    assert now_in_force.settings.delta_qp == -12
     assert store.pending("roiface1") is None
 
 
@@ -102,9 +106,13 @@ def test_a_second_edit_supersedes_the_pending_one(store: TemplateStore, clock: F
     _edit(store, "roiface1", delta_qp=-9)
     state = store.get("roiface1")
     assert state.pending is not None
-    assert (state.pending.version, state.pending.model, state.pending.delta_qp) == (
+    assert (
+        state.pending.version,
+        state.pending.settings.model,
+        state.pending.settings.delta_qp,
+    ) == (
         3,
-        Model.NBA2K,  # built on the newest version, not on the one in force
+        "NBA2K",  # built on the newest version, not on the one in force
         -9,
     )
     # When the first edit would have come into force, nothing changes: it was superseded.
@@ -122,11 +130,11 @@ def test_editing_a_template_never_in_force_restarts_its_delay(
     _edit(store, "roiface1", max_regions=2)
     state = store.get("roiface1")
     assert state.status == "pending" and state.in_force is None
-    assert state.pending is not None and state.pending.max_regions == 2
+    assert state.pending is not None and state.pending.settings.max_regions == 2
     clock.advance(DELAY - 1)
     assert store.get("roiface1").status == "pending"
     clock.advance(1)
-    assert store.in_force("roiface1").max_regions == 2  # type: ignore[union-attr]
+    assert store.in_force("roiface1").settings.max_regions == 2  # type: ignore[union-attr]
 
 
 def test_patch_back_to_the_version_in_force_withdraws_the_pending_edit(
@@ -138,7 +146,7 @@ def test_patch_back_to_the_version_in_force_withdraws_the_pending_edit(
     assert store.pending("roiface1") is not None
     _edit(store, "roiface1", delta_qp=-6)
     assert store.pending("roiface1") is None
-    assert store.in_force("roiface1").delta_qp == -6  # type: ignore[union-attr]
+    assert store.in_force("roiface1").settings.delta_qp == -6  # type: ignore[union-attr]
 
 
 def test_patch_that_changes_nothing_saves_nothing(store: TemplateStore, clock: FakeClock) -> None:
@@ -161,8 +169,8 @@ def test_bitrate_null_in_a_patch_goes_back_to_the_publishers_bitrate(
     clock.advance(DELAY)
     _edit(store, "roiface1", bitrate_kbps=None)
     pending = store.pending("roiface1")
-    assert pending is not None and pending.bitrate_kbps is None
-    assert store.in_force("roiface1").bitrate_kbps == 1500  # type: ignore[union-attr]
+    assert pending is not None and pending.settings.bitrate_kbps is None
+    assert store.in_force("roiface1").settings.bitrate_kbps == 1500  # type: ignore[union-attr]
 
 
 def test_delete_takes_effect_at_once(store: TemplateStore, clock: FakeClock) -> None:
@@ -233,8 +241,8 @@ def test_restart_keeps_versions_and_timers(database_url: str, clock: FakeClock) 
         assert second.list() == before
         assert second.schema_version() == SCHEMA_VERSION
         clock.advance(DELAY)
-        assert second.in_force("roiface1").delta_qp == -10  # type: ignore[union-attr]
-        assert second.in_force("roigame1").model == Model.HONOR_OF_KINGS  # type: ignore[union-attr]
+        assert second.in_force("roiface1").settings.delta_qp == -10  # type: ignore[union-attr]
+        assert second.in_force("roigame1").settings.model == "HonorOfKings"  # type: ignore[union-attr]
     finally:
         second.close()
 
@@ -378,8 +386,8 @@ async def test_changes_are_notified_for_create_edit_activate_delete(
         await asyncio.to_thread(_edit, store, "roiface1", delta_qp=-30)
         edited = (await _changes(seen, 3))[2]
         assert edited.kind == ChangeKind.EDITED
-        assert edited.in_force is not None and edited.in_force.delta_qp == -6
-        assert edited.pending is not None and edited.pending.delta_qp == -30
+        assert edited.in_force is not None and edited.in_force.settings.delta_qp == -6
+        assert edited.pending is not None and edited.pending.settings.delta_qp == -30
 
         await asyncio.to_thread(store.delete, "roiface1")
         deleted = (await _changes(seen, 4))[3]
