@@ -117,6 +117,14 @@ def test_operator_model_in_the_console(relay_factory, models_dir: Path, tmp_path
 
             row.locator("button.delete").click()
             expect(row).to_have_count(0)
+
+            # A name given with the prefix: saved as asked, with the console saying what it is.
+            page.click("#new-template")
+            page.fill("#field-name", "roiface1")
+            page.click("#save-template")
+            expect(page.locator("#message.warn")).to_contain_text("create it as 'face1'")
+            page.locator('tr[data-name="roiroiface1"] button.delete').click()
+            expect(page.locator('tr[data-name="roiroiface1"]')).to_have_count(0)
             page.close()
         finally:
             browser.close()

@@ -291,12 +291,12 @@ async function saveTemplate(event) {
   const saved = result.data;
   closeEditor();
   const when = saved.pending || (saved.status === "pending" ? saved : null);
-  showMessage(
-    when
-      ? `${saved.name} saved; it takes effect in ${clock(when.effective_in_s)}.`
-      : `${saved.name} saved.`,
-    "ok",
-  );
+  const said = when
+    ? `${saved.name} saved; it takes effect in ${clock(when.effective_in_s)}.`
+    : `${saved.name} saved.`;
+  const warnings = Array.isArray(saved.warnings) ? saved.warnings : [];
+  // A warning is worth more than the plain "saved": show it in its place.
+  showMessage(warnings.length ? `${said} Note: ${warnings.join(" ")}` : said, warnings.length ? "warn" : "ok");
   await loadTemplates();
 }
 
