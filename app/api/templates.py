@@ -30,6 +30,7 @@ from app.roi.registry import ModelCatalog, ModelError
 from app.templates.rules import (
     BUILTIN_MODELS,
     NAME_PREFIX,
+    PatchBase,
     TemplateCreate,
     TemplatePatch,
     TemplateSettings,
@@ -231,24 +232,27 @@ def templates_router(
         except TemplateNotFoundError as exc:
             raise _not_found(name) from exc
 
-    @router.patch(
-        "/{name}",
-        summary="Edit an ROI template (takes effect after the activation delay)",
-        response_model=TemplateOut,
-        responses=_NOT_FOUND,
-    )
-    # TemplatePatch is made by pydantic.create_model from TemplateSettings (not retyped), which
-    # type checkers cannot follow as a class.
-    def edit_template(name: str, patch: TemplatePatch) -> TemplateOut:  # type: ignore[valid-type]
+    def edit_template(name: str, patch: PatchBase) -> TemplateOut:
         try:
-            if patch.model is not None:
-                canonical = resolve_model(TemplateSettings(model=patch.model), catalog).model
-                patch = patch.model_copy(update={"model": canonical})
+            model = patch.changes().get("model")
+            if model is not None:
+                patch = patch.with_model(
+                    resolve_model(TemplateSettings(model=model), catalog).model
+                )
             return template_out(store.edit(name, patch))
         except UnknownModelError as exc:
             raise _model_violation(exc) from exc
         except TemplateNotFoundError as exc:
             raise _not_found(name) from exc
+
+    # FastAPI takes the body's model from the annotation: the real one, made by create_model.
+    edit_template.__annotations__["patch"] = TemplatePatch
+    router.patch(
+        "/{name}",
+        summary="Edit an ROI template (takes effect after the activation delay)",
+        response_model=TemplateOut,
+        responses=_NOT_FOUND,
+    )(edit_template)
 
     @router.delete(
         "/{name}",

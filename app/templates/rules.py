@@ -258,21 +258,32 @@ def _patch_schema(schema: dict[str, Any]) -> None:
 def _optional(field: str) -> Any:
     """A settings field's type for PATCH: the same checks, None meaning "not sent"."""
     info = TemplateSettings.model_fields[field]
-    return (Annotated[(info.annotation | None, *info.metadata)], None)
+    optional: Any = info.annotation | None  # type: ignore[operator]  # a field always has one
+    return (Annotated[(optional, *info.metadata)], None)
 
 
-class _PatchBase(BaseModel):
+class PatchBase(BaseModel):
+    """What every template patch can do; :data:`TemplatePatch` adds the fields."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_patch_schema)
+
+    def changes(self) -> dict[str, Any]:
+        """The fields this patch sent, with their values."""
+        return {field: getattr(self, field) for field in self.model_fields_set}
 
     def apply(self, base: TemplateSettings) -> TemplateSettings:
         """``base`` with the fields this patch sent; ``bitrate_kbps: null`` clears the bitrate."""
-        changes = {field: getattr(self, field) for field in self.model_fields_set}
-        return base.model_copy(update=changes)
+        return base.model_copy(update=self.changes())
+
+    def with_model(self, model: str) -> PatchBase:
+        return self.model_copy(update={"model": model})
 
 
-TemplatePatch = create_model(
+# Made by create_model so that it cannot drift from TemplateSettings; type checkers know it
+# only as a PatchBase.
+TemplatePatch: type[PatchBase] = create_model(
     "TemplatePatch",
-    __base__=_PatchBase,
+    __base__=PatchBase,
     __doc__="PATCH body: the fields to change; a field left out keeps its value.",
     **{field: _optional(field) for field in TemplateSettings.model_fields},
 )

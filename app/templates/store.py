@@ -14,6 +14,7 @@ into force (a timer), and for changes other nodes made (a periodic poll).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -49,8 +50,8 @@ from sqlalchemy.engine import Dialect, RowMapping, make_url
 from sqlalchemy.exc import IntegrityError
 
 from app.templates.rules import (
+    PatchBase,
     TemplateCreate,
-    TemplatePatch,
     TemplateSettings,
     is_stored_name,
 )
@@ -382,7 +383,7 @@ class TemplateStore:
         self._poke()
         return state
 
-    def edit(self, name: str, patch: TemplatePatch) -> TemplateState:
+    def edit(self, name: str, patch: PatchBase) -> TemplateState:
         """Save ``patch`` on top of the newest version; it comes into force after the delay.
 
         Whatever was in force stays in force until then. A patch that changes nothing is a
@@ -494,7 +495,7 @@ class TemplateStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def refresh(self) -> list[TemplateChange]:
+    async def refresh(self) -> builtins.list[TemplateChange]:
         """Compare the database with what the watcher last saw and notify the differences.
 
         The watcher calls this on every wake-up; tests with a fake clock call it directly.
