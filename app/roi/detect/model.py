@@ -128,8 +128,23 @@ class RecognitionModel:
                 + [d.label for d in self.derived]
             )
         )
+        # What ONNX Runtime really gave each session (CUDA may have fallen back to CPU), in order.
+        self._providers = tuple(
+            dict.fromkeys(
+                provider
+                for d in self.detectors
+                if d.session is not None
+                for provider in d.session.get_providers()
+            )
+        )
         self._passes = 0
         self._cached: dict[int, list[list[Detection]]] = {}
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers this model's ONNX sessions use, e.g.
+        ``["CPUExecutionProvider"]``; empty when none of its detectors runs a network."""
+        return list(self._providers)
 
     def detect(self, frame_rgb: np.ndarray) -> list[Detection]:
         return self.detect_batch([frame_rgb])[0]
