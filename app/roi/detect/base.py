@@ -77,12 +77,13 @@ class Detector:
             [((d.box[0] + d.box[2]) / 2 / width, (d.box[1] + d.box[3]) / 2 / height) for d in found]
         )
         a = self.areas
-        inside = (
+        inside = np.any(
             (centres[:, None, 0] >= a[None, :, 0])
             & (centres[:, None, 0] < a[None, :, 2])
             & (centres[:, None, 1] >= a[None, :, 1])
-            & (centres[:, None, 1] < a[None, :, 3])
-        ).any(axis=1)
+            & (centres[:, None, 1] < a[None, :, 3]),
+            axis=1,
+        )
         return [d for d, keep in zip(found, inside, strict=True) if keep]
 
     def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:

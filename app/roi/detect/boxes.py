@@ -74,7 +74,7 @@ class BoxDetector(Detector):
             blob[i, :, : box.height, : box.width] = small * np.float32(1 / 255)
             boxes_for.append((box, w, h))
         all_boxes, all_scores = self.session.run(["boxes", "scores"], {self.input_name: blob})
-        results = []
+        results: list[list[Detection]] = []
         for (box, w, h), boxes, scores in zip(boxes_for, all_boxes, all_scores, strict=True):
             wanted = scores[:, self.class_ids_arr]  # [N, K]
             cand, which = np.nonzero(wanted > self.thresholds_arr)

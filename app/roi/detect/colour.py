@@ -35,9 +35,10 @@ def _hsv_ranges(value: Any, where: str) -> list[_HsvRange]:
 
 
 def _hsv_mask(hsv: np.ndarray, ranges: Sequence[_HsvRange]) -> np.ndarray:
-    mask = np.zeros(hsv.shape[:2], np.uint8)
+    mask: np.ndarray = np.zeros(hsv.shape[:2], np.uint8)
     for r in ranges:
-        mask |= cv2.inRange(hsv, np.array(r.low, np.uint8), np.array(r.high, np.uint8))
+        in_range = cv2.inRange(hsv, np.array(r.low, np.uint8), np.array(r.high, np.uint8))
+        mask = cv2.bitwise_or(mask, in_range)
     return mask
 
 
