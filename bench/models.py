@@ -30,13 +30,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.roi.detect import (  # noqa: E402
-    RankingPolicy,
-    RecognitionModel,
-    RetinaFaceDetector,
-    box_iou,
-    load_model,
-)
+from app.roi.detect import RankingPolicy, RecognitionModel, load_model  # noqa: E402
+from app.roi.detect.face import RetinaFaceDetector  # noqa: E402
+from app.roi.detect.geometry import box_iou  # noqa: E402
 from app.roi.track import prepare_detections  # noqa: E402
 from tests.data import scenes  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""The model registry: built-in manifests, an operator's directory, clear errors."""
+"""The model catalogue and loader: built-in manifests, an operator's folder, clear errors."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.roi.detect import BoxDetector, RecognitionModel, load_model
-from app.roi.registry import BUILTIN_MODELS_DIR, MODELS_DIR_ENV, ModelError, model_names
+from app.config import Settings
+from app.roi.detect import BoxDetector, RecognitionModel, default_providers, load_model
+from app.roi.registry import ModelCatalog, ModelError, builtin_models_dir
 
 BUILTIN = ("General", "LiveShows", "NBA2K", "HonorOfKings")
-YOLO = BUILTIN_MODELS_DIR / "weights" / "yolov3_tiny_coco"
+YOLO = builtin_models_dir() / "weights" / "yolov3_tiny_coco"
 
 
 @pytest.mark.parametrize("name", BUILTIN)
@@ -27,7 +28,7 @@ def test_each_builtin_manifest_loads(name: str) -> None:
 
 
 def test_names_are_case_insensitive_and_listed() -> None:
-    assert set(BUILTIN) <= set(model_names())
+    assert set(BUILTIN) <= set(ModelCatalog().names())
     assert load_model("liveshows").name == "LiveShows"
 
 
@@ -65,12 +66,12 @@ qp_weight = 0.8
     return folder
 
 
-def test_operator_directory_adds_a_model(tmp_path: Path, monkeypatch) -> None:
+def test_operator_directory_adds_a_model(tmp_path: Path) -> None:
     folder = _operator_manifest(tmp_path, "Traffic", "model.onnx")
     shutil.copy(YOLO / "yolov3-tiny.onnx", folder / "model.onnx")
-    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path))
-    assert "Traffic" in model_names()
-    model = load_model("traffic")
+    catalog = ModelCatalog(tmp_path)
+    assert "Traffic" in catalog.names()
+    model = load_model("traffic", catalog=catalog)
     assert isinstance(model.detectors[0], BoxDetector)
     assert model.labels == ("car",)
     assert model.ranking.for_label("car").qp_weight == 0.8
@@ -80,7 +81,7 @@ def test_operator_directory_adds_a_model(tmp_path: Path, monkeypatch) -> None:
 def test_operator_model_may_not_take_a_builtin_name(tmp_path: Path) -> None:
     _operator_manifest(tmp_path, "General", str(YOLO / "yolov3-tiny.onnx"))
     with pytest.raises(ModelError, match="already used"):
-        load_model("General", models_dir=tmp_path)
+        load_model("General", catalog=ModelCatalog(tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -111,13 +112,11 @@ def test_bad_manifests_say_what_is_wrong(tmp_path: Path, body: str, message: str
     folder.mkdir()
     (folder / "manifest.toml").write_text(body)
     with pytest.raises(ModelError, match=message):
-        load_model("Bad", models_dir=tmp_path)
+        load_model("Bad", catalog=ModelCatalog(tmp_path))
 
 
 def test_cuda_is_preferred_when_onnxruntime_offers_it() -> None:
     import onnxruntime as ort
-
-    from app.roi.detect import default_providers
 
     providers = default_providers()
     assert providers[-1] == "CPUExecutionProvider"
@@ -126,7 +125,19 @@ def test_cuda_is_preferred_when_onnxruntime_offers_it() -> None:
     )
 
 
-def test_naming_the_builtin_folder_as_the_operator_folder_is_harmless(monkeypatch) -> None:
+def test_a_model_reports_the_providers_its_sessions_use() -> None:
+    assert load_model("General", providers=["CPUExecutionProvider"]).providers == [
+        "CPUExecutionProvider"
+    ]
+    # By default: what default_providers() offers, less any that onnxruntime could not start.
+    providers = load_model("LiveShows").providers
+    assert providers and providers[-1] == "CPUExecutionProvider"
+    assert set(providers) <= set(default_providers())
+
+
+def test_naming_the_builtin_folder_as_the_operator_folder_is_harmless(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # The Docker image points ROI_RELAY_MODELS_DIR at the shipped models/ folder.
-    monkeypatch.setenv(MODELS_DIR_ENV, str(BUILTIN_MODELS_DIR))
-    assert set(BUILTIN) <= set(model_names())
+    monkeypatch.setenv("ROI_RELAY_MODELS_DIR", str(builtin_models_dir()))
+    assert sorted(ModelCatalog(Settings().models_dir).names()) == sorted(BUILTIN)
