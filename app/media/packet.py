@@ -22,7 +22,7 @@ class MediaPacket:
     payload: bytes  # FLV tag body == RTMP message payload
     keyframe: bool = False
     sequence_header: bool = False
-    # Compact ROI JSON of this video frame (DESIGN.md), set by the ROI transcoder; outputs
+    # Compact ROI JSON of this video frame (docs/roi-rules.md), set by the ROI transcoder; outputs
     # forward it (WebSocket feed, WHEP data channel) aligned with the frame it describes.
     roi: str | None = None
     # Wire forms of this packet (an FLV file tag, RTMP chunks), each built once on first use

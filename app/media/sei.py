@@ -2,7 +2,7 @@
 
 Each encoded frame gets one SEI NAL unit (H.264 type 6, H.265 prefix SEI type 39) holding a
 user_data_unregistered message (payload type 5): our fixed 16-byte UUID, then the compact
-ROI JSON of DESIGN.md in UTF-8. It goes right before the frame's first slice NAL, where
+ROI JSON of docs/roi-rules.md in UTF-8. It goes right before the frame's first slice NAL, where
 SEI belongs in an access unit, so it survives FLV, MPEG-TS and MP4 remuxing; FFmpeg decoders
 hand it to applications as ``SEI_UNREGISTERED`` frame side data (UUID + payload).
 

@@ -244,7 +244,7 @@ class WhepSession:
     roi_messages: int = 0
     watchdog: asyncio.Task[None] | None = None
     # The last frame's regions, for a channel that opens after the video has started: the
-    # regions of a frame stay in force until the next frame's (DESIGN.md), so the new
+    # regions of a frame stay in force until the next frame's (docs/roi-rules.md), so the new
     # channel starts from them instead of from nothing.
     last_roi: str | None = None
 

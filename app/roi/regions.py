@@ -1,6 +1,6 @@
-"""The ROI string rules, in one place.
+"""The ROI string rules, in one place (docs/roi-rules.md states them and their source).
 
-String form ``Top,Left-Bottom,Right=DeltaQp`` joined by ``;`` (reference/roi-video-encoding.txt).
+String form ``Top,Left-Bottom,Right=DeltaQp`` joined by ``;``.
 One parser and one formatter serve the REST override, the detector output and the metadata
 sent to players.
 
@@ -217,7 +217,7 @@ def roi_json(
     model: str,
     regions: Iterable[Region],
 ) -> str:
-    """The compact per-frame JSON of DESIGN.md (score rounded to 2 decimals)."""
+    """The compact per-frame JSON of docs/roi-rules.md (score rounded to 2 decimals)."""
     region_list = list(regions)
     document = {
         "pts": pts_ms,
