@@ -25,13 +25,14 @@ ALLOWED: dict[str, set[str]] = {
     "app.media": set(),
     "app.auth": set(),
     "app.config": set(),
+    "app.database": set(),
     "app.hub": {"app.media"},
     # Ingest; RTMP play shares the session and chunk code, so it lives here too.
     "app.rtmp": {"app.media", "app.hub", "app.auth", "app.config"},
     "app.roi": {"app.media", "app.hub", "app.config", "app.templates.rules"},
     "app.outputs": {"app.media", "app.hub", "app.config", "app.roi.regions"},
     # The template rules use the ROI string limits and the model catalogue, nothing else.
-    "app.templates": {"app.roi.regions", "app.roi.registry"},
+    "app.templates": {"app.roi.regions", "app.roi.registry", "app.database"},
 }
 # Beside the flow: may import anything in app.
 BESIDE = {"app", "app.api", "app.server", "app.cli", "app.metrics"}

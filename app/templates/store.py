@@ -21,39 +21,25 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    DateTime,
-    Engine,
-    ForeignKey,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    TypeDecorator,
-    UniqueConstraint,
-    create_engine,
-    delete,
-    event,
-    func,
-    insert,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.engine import Dialect, RowMapping, make_url
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from app.database import migrate, normalize_database_url, open_engine, writer
 from app.templates.rules import (
     PatchBase,
     TemplateCreate,
     TemplateSettings,
     is_stored_name,
+)
+from app.templates.schema import (
+    MIGRATIONS,
+    SETTINGS_COLUMNS,
+    schema_version_table,
+    templates_table,
+    versions_table,
 )
 
 log = logging.getLogger("app.templates")
@@ -138,119 +124,6 @@ class TemplateChange:
 ChangeCallback = Callable[[TemplateChange], object]
 
 
-class _UtcDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes in, aware UTC out, stored naive UTC (same on SQLite and PostgreSQL)."""
-
-    impl = DateTime(timezone=False)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=UTC)
-
-
-_metadata = MetaData()
-_schema_version = Table(
-    "roi_templates_schema",
-    _metadata,
-    Column("id", Integer, primary_key=True),
-    Column("version", Integer, nullable=False),
-)
-_templates = Table(
-    "roi_templates",
-    _metadata,
-    Column("name", String(32), primary_key=True),
-    Column("created_at", _UtcDateTime, nullable=False),
-    Column("updated_at", _UtcDateTime, nullable=False),
-)
-_versions = Table(
-    "roi_template_versions",
-    _metadata,
-    # AUTOINCREMENT on SQLite so that an id is never reused: the watcher tells a deleted and
-    # re-created template apart by its version ids.
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column(
-        "template_name",
-        String(32),
-        ForeignKey("roi_templates.name", ondelete="CASCADE"),
-        nullable=False,
-        index=True,
-    ),
-    Column("version", Integer, nullable=False),
-    Column("description", Text, nullable=False),
-    Column("model", String(32), nullable=False),
-    Column("delta_qp", Integer, nullable=False),
-    Column("max_regions", Integer, nullable=False),
-    Column("bitrate_kbps", Integer, nullable=True),
-    Column("saved_at", _UtcDateTime, nullable=False),
-    Column("effective_at", _UtcDateTime, nullable=False),
-    UniqueConstraint("template_name", "version"),
-    sqlite_autoincrement=True,
-)
-
-
-# The version table has one column per settings field, by the same name.
-SETTINGS_COLUMNS: tuple[str, ...] = tuple(TemplateSettings.model_fields)
-assert set(SETTINGS_COLUMNS) <= set(_versions.c.keys()), "a settings field without a column"
-
-
-def _migration_1(conn: Connection) -> None:
-    _metadata.create_all(conn, tables=[_templates, _versions], checkfirst=True)
-
-
-# Append only: migration N takes the schema from version N-1 to N, and must be idempotent
-# (a crash between the DDL and the version bump reruns it).
-_MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1,)
-SCHEMA_VERSION = len(_MIGRATIONS)
-
-# Any constant works; it only has to be the same on every node sharing the database.
-_PG_MIGRATION_LOCK = 0x524F4954  # "ROIT"
-
-
-def normalize_database_url(url: str) -> str:
-    """Route PostgreSQL URLs to psycopg 3, the driver the project installs."""
-    for plain in ("postgresql://", "postgres://"):
-        if url.startswith(plain):
-            return "postgresql+psycopg://" + url[len(plain) :]
-    return url
-
-
-def _sqlite_engine(url: str) -> Engine:
-    database = make_url(url).database
-    if not database or database == ":memory:" or database.startswith("file::memory:"):
-        raise ValueError(
-            "an in-memory SQLite database is private to one connection; give a file path"
-        )
-    Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # The driver's own transaction handling is off: the "begin" hook below issues BEGIN,
-        # so that writers can take the write lock up front.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        # A deferred transaction that reads and then writes fails at once with SQLITE_BUSY
-        # when another writer committed in between (WAL snapshots cannot be upgraded);
-        # BEGIN IMMEDIATE waits for the write lock instead.
-        immediate = conn.get_execution_options().get("roi_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
-
-
 class TemplateStore:
     """Thread-safe store of ROI templates, with activation and change notification.
 
@@ -275,14 +148,9 @@ class TemplateStore:
         self.activation_delay = timedelta(seconds=activation_delay)
         self.poll_interval = poll_interval
         self._clock = clock
-        backend = make_url(self.url).get_backend_name()
-        if backend == "sqlite":
-            self._engine = _sqlite_engine(self.url)
-        else:
-            self._engine = create_engine(self.url, pool_pre_ping=True)
-        self._is_postgres = backend == "postgresql"
-        self._writer = self._engine.execution_options(roi_write=True)
-        self._migrate()
+        self._engine = open_engine(self.url)
+        self._writer = writer(self._engine)
+        migrate(self._writer, "template", MIGRATIONS, schema_version_table)
         self._subscribers: list[ChangeCallback] = []
         self._watch_task: asyncio.Task[None] | None = None
         self._watch_loop: asyncio.AbstractEventLoop | None = None
@@ -293,31 +161,9 @@ class TemplateStore:
 
     # -- schema ----------------------------------------------------------------------------
 
-    def _migrate(self) -> None:
-        with self._writer.begin() as conn:
-            if self._is_postgres:
-                # Nodes starting together must not run the same DDL at once.
-                conn.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
-                )
-            _metadata.create_all(conn, tables=[_schema_version], checkfirst=True)
-            current = conn.execute(select(_schema_version.c.version)).scalar_one_or_none()
-            if current is not None and current > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"the template database has schema version {current}, newer than this "
-                    f"relay's {SCHEMA_VERSION}: upgrade the relay"
-                )
-            for number in range((current or 0) + 1, SCHEMA_VERSION + 1):
-                _MIGRATIONS[number - 1](conn)
-                log.info("template database migrated to schema version %d", number)
-            if current is None:
-                conn.execute(insert(_schema_version).values(id=1, version=SCHEMA_VERSION))
-            elif current < SCHEMA_VERSION:
-                conn.execute(update(_schema_version).values(version=SCHEMA_VERSION))
-
     def schema_version(self) -> int:
         with self._engine.connect() as conn:
-            return int(conn.execute(select(_schema_version.c.version)).scalar_one())
+            return int(conn.execute(select(schema_version_table.c.version)).scalar_one())
 
     def close(self) -> None:
         self._engine.dispose()
@@ -375,7 +221,9 @@ class TemplateStore:
         now = self.now()
         try:
             with self._writer.begin() as conn:
-                conn.execute(insert(_templates).values(name=name, created_at=now, updated_at=now))
+                conn.execute(
+                    insert(templates_table).values(name=name, created_at=now, updated_at=now)
+                )
                 self._insert_version(conn, name, 1, spec.settings(), now)
                 state = next(iter(self._load(conn, name, now)))
         except IntegrityError as exc:
@@ -395,7 +243,9 @@ class TemplateStore:
             raise TemplateNotFoundError(name)
         with self._writer.begin() as conn:
             locked = conn.execute(
-                select(_templates.c.name).where(_templates.c.name == name).with_for_update()
+                select(templates_table.c.name)
+                .where(templates_table.c.name == name)
+                .with_for_update()
             ).first()
             if locked is None:
                 raise TemplateNotFoundError(name)
@@ -409,17 +259,23 @@ class TemplateStore:
             # Older versions are history nobody reads, and a superseded pending version must
             # never come into force.
             conn.execute(
-                delete(_versions).where(_versions.c.template_name == name, _versions.c.id != keep)
+                delete(versions_table).where(
+                    versions_table.c.template_name == name, versions_table.c.id != keep
+                )
                 if keep is not None
-                else delete(_versions).where(_versions.c.template_name == name)
+                else delete(versions_table).where(versions_table.c.template_name == name)
             )
             if before.in_force is None or wanted != before.in_force.settings:
                 last = conn.execute(
-                    select(func.max(_versions.c.version)).where(_versions.c.template_name == name)
+                    select(func.max(versions_table.c.version)).where(
+                        versions_table.c.template_name == name
+                    )
                 ).scalar_one_or_none()
                 number = max(last or 0, newest.version) + 1
                 self._insert_version(conn, name, number, wanted, now)
-            conn.execute(update(_templates).where(_templates.c.name == name).values(updated_at=now))
+            conn.execute(
+                update(templates_table).where(templates_table.c.name == name).values(updated_at=now)
+            )
             state = next(iter(self._load(conn, name, now)))
         self._poke()
         return state
@@ -428,8 +284,10 @@ class TemplateStore:
         if not is_stored_name(name):
             raise TemplateNotFoundError(name)
         with self._writer.begin() as conn:
-            conn.execute(delete(_versions).where(_versions.c.template_name == name))
-            gone = conn.execute(delete(_templates).where(_templates.c.name == name)).rowcount
+            conn.execute(delete(versions_table).where(versions_table.c.template_name == name))
+            gone = conn.execute(
+                delete(templates_table).where(templates_table.c.name == name)
+            ).rowcount
         if not gone:
             raise TemplateNotFoundError(name)
         self._poke()
@@ -438,7 +296,7 @@ class TemplateStore:
         self, conn: Connection, name: str, number: int, settings: TemplateSettings, now: datetime
     ) -> None:
         conn.execute(
-            insert(_versions).values(
+            insert(versions_table).values(
                 template_name=name,
                 version=number,
                 **settings.model_dump(),
@@ -449,12 +307,12 @@ class TemplateStore:
 
     def _load(self, conn: Connection, name: str | None, as_of: datetime) -> Iterator[TemplateState]:
         query = (
-            select(_templates, _versions)
-            .join(_versions, _versions.c.template_name == _templates.c.name)
-            .order_by(_templates.c.name, _versions.c.version)
+            select(templates_table, versions_table)
+            .join(versions_table, versions_table.c.template_name == templates_table.c.name)
+            .order_by(templates_table.c.name, versions_table.c.version)
         )
         if name is not None:
-            query = query.where(_templates.c.name == name)
+            query = query.where(templates_table.c.name == name)
         rows = conn.execute(query).mappings().all()
         start = 0
         for end in range(1, len(rows) + 1):

@@ -19,8 +19,9 @@ from sqlalchemy.engine import make_url
 
 from app.api.security import bearer_auth
 from app.api.templates import document_models, models_router, mount_console, templates_router
+from app.database import normalize_database_url
 from app.roi.registry import ModelCatalog
-from app.templates.store import TemplateStore, normalize_database_url
+from app.templates.store import TemplateStore
 
 POSTGRES_ENV = "ROI_RELAY_TEST_POSTGRES_URL"
 

@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from app.database import normalize_database_url
 from app.templates.rules import TemplateCreate, TemplatePatch
+from app.templates.schema import SCHEMA_VERSION
 from app.templates.store import (
-    SCHEMA_VERSION,
     ChangeKind,
     TemplateChange,
     TemplateExistsError,
     TemplateNotFoundError,
     TemplateStore,
-    normalize_database_url,
 )
 from tests.templates.conftest import FakeClock
 
