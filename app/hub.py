@@ -33,6 +33,9 @@ MAX_GOP_PACKETS = 4000
 # Upper bounds on one subscriber's queue, beside its duration limit.
 MAX_QUEUE_BYTES = 64 * 1024 * 1024
 MAX_QUEUE_PACKETS = 4000
+# A frame further than this from the last keyframe gets the publisher a warning: a player
+# joining then waits as long for a picture, and HLS segments cannot be shorter.
+LONG_KEYFRAME_INTERVAL_MS = 4000
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -311,8 +314,7 @@ class _RateMeter:
 
     def rates(self) -> tuple[float, float]:
         """(bits per second, video frames per second)."""
-        # A copy first: the ROI worker thread reads this while the loop thread appends.
-        samples = tuple(self._samples)
+        samples = self._samples
         if len(samples) < 2:
             return 0.0, 0.0
         span = samples[-1][0] - samples[0][0]
@@ -331,34 +333,22 @@ class CodecInfo:
     height: int | None = None
 
 
-@dataclass(slots=True)
-class RoiStatus:
-    """What the ROI stage reports about a stream (shown in the API and metrics)."""
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    """One stream's figures as of one moment (the streams API and the metrics read them)."""
 
-    template: str | None = None
-    model: str | None = None
-    applied: bool = False
-    reason: str = "no roirecognition template in the push URL"
-    regions: int = 0
-    detect_ms: float = 0.0
-    detect_every: int = 0  # frames between detection passes (0: no model runs)
-    encode_ms: float = 0.0
-    lag_ms: float = 0.0
-    degraded: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "template": self.template,
-            "model": self.model,
-            "applied": self.applied,
-            "reason": self.reason,
-            "regions": self.regions,
-            "detect_ms": round(self.detect_ms, 2),
-            "detect_every": self.detect_every,
-            "encode_ms": round(self.encode_ms, 2),
-            "lag_ms": round(self.lag_ms, 1),
-            "degraded": self.degraded,
-        }
+    remote: str
+    video_codec: str | None
+    audio_codec: str | None
+    width: int | None
+    height: int | None
+    fps: float | None  # measured over the last seconds, else as the publisher declared it
+    bitrate_bps: float
+    players: int
+    uptime_s: float
+    bytes_in: int
+    dropped_frames: int
+    warnings: tuple[str, ...]
 
 
 class Stream:
@@ -377,9 +367,9 @@ class Stream:
         self.output = Track(f"{key}", max_buffer_ms)
         self.metadata: dict[str, Any] = {}
         self.codec = CodecInfo()
-        self.roi = RoiStatus(template=self.template_name)
-        if self.template_name:
-            self.roi.reason = "waiting for the ROI stage"
+        # What the publisher should change, in words (shown in the stream's status).
+        self.warnings: list[str] = []
+        self._last_keyframe_ts: int | None = None
         self.on_kick: Callable[[], None] | None = None
         self.closed = False
         self.processor: Processor | None = None
@@ -389,13 +379,20 @@ class Stream:
         self.source.listeners.append(self._on_source_packet)
 
     @property
-    def template_name(self) -> str | None:
-        name = self.query.get("roirecognition")
-        return name or None
-
-    @property
     def uptime_s(self) -> float:
         return time.monotonic() - self._started_mono
+
+    @property
+    def declared_fps(self) -> float | None:
+        """The frame rate the publisher's metadata states, if it states a number."""
+        value = self.metadata.get("framerate") or self.metadata.get("fps")
+        return float(value) if isinstance(value, int | float) and value > 0 else None
+
+    @property
+    def declared_video_kbps(self) -> float | None:
+        """The video bitrate the publisher's metadata states, if it states a number."""
+        value = self.metadata.get("videodatarate")
+        return float(value) if isinstance(value, int | float) and value > 0 else None
 
     def set_metadata(self, metadata: dict[str, Any]) -> None:
         self.metadata = dict(metadata)
@@ -406,6 +403,8 @@ class Stream:
     def _on_source_packet(self, packet: MediaPacket) -> None:
         is_frame = packet.kind is TagType.VIDEO and not packet.sequence_header
         self._meter.add(packet.size, 1 if is_frame else 0)
+        if is_frame:
+            self._watch_keyframe_interval(packet)
         if packet.kind is TagType.VIDEO and packet.sequence_header:
             self._read_video_header(packet)
         elif packet.kind is TagType.AUDIO and packet.sequence_header:
@@ -422,6 +421,21 @@ class Stream:
             if self.source.video_header is not None:
                 self.output.push(self.source.video_header)
         self.output.push(packet)
+
+    def _watch_keyframe_interval(self, frame: MediaPacket) -> None:
+        if frame.keyframe:
+            self._last_keyframe_ts = frame.timestamp
+            return
+        if self._last_keyframe_ts is None or self.warnings:
+            return
+        gap_ms = frame.timestamp - self._last_keyframe_ts
+        if gap_ms > LONG_KEYFRAME_INTERVAL_MS:
+            warning = (
+                f"keyframe interval over {LONG_KEYFRAME_INTERVAL_MS // 1000} s: players joining "
+                "late wait that long for a picture (set the encoder's keyframe interval to 1-2 s)"
+            )
+            self.warnings.append(warning)
+            log.warning("stream %s: %s", self.key, warning)
 
     def _read_video_header(self, packet: MediaPacket) -> None:
         tag = parse_video_tag(packet.payload)
@@ -458,28 +472,22 @@ class Stream:
     def close(self) -> None:
         self.hub.close_stream(self)
 
-    def info(self) -> dict[str, Any]:
+    def stats(self) -> StreamStats:
         bitrate, fps = self.rates()
-        meta_fps = self.metadata.get("framerate") or self.metadata.get("fps")
-        return {
-            "app": self.key.app,
-            "stream": self.key.name,
-            "remote": self.remote,
-            "codec": self.codec.video_codec,
-            "audio_codec": self.codec.audio_codec,
-            "width": self.codec.width,
-            "height": self.codec.height,
-            "fps": round(fps, 2)
-            if fps
-            else (meta_fps if isinstance(meta_fps, int | float) else None),
-            "bitrate_kbps": round(bitrate / 1000, 1),
-            "players": self.output.players,
-            "uptime_s": round(self.uptime_s, 1),
-            "bytes_in": self.source.bytes,
-            "dropped_frames": self.output.dropped_frames,
-            "template": self.template_name,
-            "roi": self.roi.as_dict(),
-        }
+        return StreamStats(
+            remote=self.remote,
+            video_codec=self.codec.video_codec,
+            audio_codec=self.codec.audio_codec,
+            width=self.codec.width,
+            height=self.codec.height,
+            fps=fps if fps else self.declared_fps,
+            bitrate_bps=bitrate,
+            players=self.output.players,
+            uptime_s=self.uptime_s,
+            bytes_in=self.source.bytes,
+            dropped_frames=self.output.dropped_frames,
+            warnings=tuple(self.warnings),
+        )
 
 
 StreamListener = Callable[[Stream], None]
@@ -549,7 +557,7 @@ class Hub:
         try:
             await processor.finish()
         except Exception:
-            log.exception("ROI stage of %s failed while flushing", stream.key)
+            log.exception("the processor of %s failed while flushing", stream.key)
         finally:
             self._end_output(stream)
 
@@ -568,10 +576,10 @@ __all__ = [
     "CodecInfo",
     "Hub",
     "Processor",
-    "RoiStatus",
     "Stream",
     "StreamBusyError",
     "StreamKey",
+    "StreamStats",
     "Subscription",
     "Track",
 ]

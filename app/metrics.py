@@ -1,4 +1,5 @@
-"""Prometheus metrics, read from the hub's live state when scraped (no global registry)."""
+"""Prometheus metrics, read from the hub's and the ROI stage's live state when scraped (no
+global registry). Scraped on the event loop, the only thread that reads stream state."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.hub import Hub
+from app.roi.controller import RoiController
 
 
 class RelayCollector(Collector):
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, roi: RoiController | None = None) -> None:
         self.hub = hub
+        self.roi = roi
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         hub = self.hub
@@ -68,18 +71,20 @@ class RelayCollector(Collector):
         regions = GaugeMetricFamily(
             "roi_relay_roi_regions", "Regions in the last frame", labels=["stream"]
         )
-        for s in streams:
+        for s in streams if self.roi is not None else ():
             name = str(s.key)
-            roi_applied.add_metric([name], 1.0 if s.roi.applied else 0.0)
-            lag.add_metric([name], s.roi.lag_ms / 1000)
-            detect.add_metric([name], s.roi.detect_ms / 1000)
-            detect_every.add_metric([name], s.roi.detect_every)
-            encode.add_metric([name], s.roi.encode_ms / 1000)
-            regions.add_metric([name], s.roi.regions)
+            status = self.roi.status(s)
+            stats = status.stats
+            roi_applied.add_metric([name], 1.0 if status.applied else 0.0)
+            lag.add_metric([name], stats.lag_ms / 1000)
+            detect.add_metric([name], stats.detect_ms / 1000)
+            detect_every.add_metric([name], stats.detect_every)
+            encode.add_metric([name], stats.encode_ms / 1000)
+            regions.add_metric([name], stats.regions)
         yield from (roi_applied, lag, detect, detect_every, encode, regions)
 
 
-def relay_registry(hub: Hub) -> CollectorRegistry:
+def relay_registry(hub: Hub, roi: RoiController | None = None) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(RelayCollector(hub))
+    registry.register(RelayCollector(hub, roi))
     return registry

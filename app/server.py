@@ -14,8 +14,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import __version__
 from app.api.hls import hls_router
-from app.api.playback import playback_router
 from app.api.player import player_router
+from app.api.roi_feed import roi_feed_router
 from app.api.security import bearer_auth
 from app.api.streams import streams_router
 from app.api.templates import document_models, models_router, mount_console, templates_router
@@ -26,7 +26,7 @@ from app.metrics import relay_registry
 from app.outputs.flv import HttpFlvPlayback
 from app.outputs.webrtc import WhepService
 from app.roi.detect import RecognitionModel, load_model
-from app.roi.pipeline import RoiController
+from app.roi.controller import RoiController
 from app.roi.registry import ModelCatalog
 from app.rtmp.server import RtmpServer
 from app.templates.store import TemplateChange, TemplateStore
@@ -41,7 +41,6 @@ class Relay:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.hub = Hub(player_queue_seconds=settings.player_queue_seconds)
-        self.registry = relay_registry(self.hub)
         self.templates = TemplateStore(
             settings.resolved_database_url,
             activation_delay=settings.template_activation_delay,
@@ -54,6 +53,7 @@ class Relay:
             encoder_name=settings.encoder,
             load_model=self._load_stream_model,
         )
+        self.registry = relay_registry(self.hub, self.roi)
         self.templates.subscribe(self._on_template_change)
         self.whep = WhepService(self.hub)
         self.http_app = self._build_http_app()
@@ -83,15 +83,15 @@ class Relay:
         mount_console(app)
 
         @app.get("/healthz", tags=["ops"], summary="Liveness")
-        def healthz() -> dict[str, Any]:
+        async def healthz() -> dict[str, Any]:
             return {"status": "ok", "streams": len(self.hub.streams()), "version": __version__}
 
         @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse, summary="Prometheus")
-        def metrics() -> Response:
+        async def metrics() -> Response:  # async: on the loop, which owns stream state
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
         # Playback last: its /{app}/{stream}.xxx patterns must not shadow the API routes.
-        app.include_router(playback_router(self.hub))
+        app.include_router(roi_feed_router(self.hub))
         app.include_router(
             hls_router(
                 self.hub,

@@ -8,7 +8,7 @@ once with the Debian ffmpeg CLI) through:
 
 Both sides run ``--repeat`` times (alternating) and their medians are compared.
 
-* throughput: the relay's own RoiTranscoder (app/roi/pipeline.py) fed as fast as it drains,
+* throughput: the relay's own RoiTranscoder (app/roi/transcoder.py) fed as fast as it drains,
   giving the process CPU time and the real-time factor (clip seconds per wall second);
 * baseline: `ffmpeg -i clip -c:v libx264 <the same options> -f null -`, its CPU time from
   getrusage(RUSAGE_CHILDREN);
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import resource
 import statistics
@@ -39,8 +40,9 @@ sys.path.insert(0, str(ROOT))
 from app.hub import Hub, StreamKey  # noqa: E402
 from app.media.flv import TagType, VideoPacketType, parse_video_tag  # noqa: E402
 from app.media.packet import MediaPacket  # noqa: E402
+from app.roi.config import RoiConfig  # noqa: E402
 from app.roi.encode import EncoderSettings, encoder_options, resolve_encoder  # noqa: E402
-from app.roi.pipeline import RoiConfig, RoiTranscoder  # noqa: E402
+from app.roi.transcoder import RoiTranscoder  # noqa: E402
 from tests.clips import face_clip, flv_packets  # noqa: E402
 
 SIZES = {720: (1280, 720), 1080: (1920, 1080)}
@@ -136,7 +138,7 @@ async def run_transcoder(
         print(f"  only {out_frames}/{total_frames} frames came out", file=sys.stderr)
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
-    status = stream.roi.as_dict()
+    status = dataclasses.asdict(transcoder.stats)
     stream.close()
     await hub.wait_closed()
     return cpu, wall, latencies, status

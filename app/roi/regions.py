@@ -14,7 +14,10 @@ How each rule of the reference is read here:
   reference gives [-51, 51] as the valid range, and an invalid part of the string is skipped
   like any other malformed part rather than silently changed into a different request.
 * Malformed parts are skipped; the rest of the string still counts. A string from which no
-  valid region comes (``Clear``, ``;``, ``""``) means normal encoding.
+  valid region comes (``Clear``, ``;``, ``""``) means normal encoding. The REST API is
+  stricter with what an application sends (:func:`check_roi_request`): a string with no valid
+  region must say so explicitly (every part empty or ``Clear``), so a typo is an error and not
+  a silent switch to normal encoding. What reaches the encoder follows the tolerant rule.
 * Regions are clamped to the picture; one left with no area is invalid.
 * At most 6 regions (or a template's smaller ``max_regions``): the first valid ones are kept,
   extra ones are ignored in order. Invalid regions do not use up a slot.
@@ -107,6 +110,31 @@ def parse_roi(text: str) -> list[Region]:
         region = parse_region(part)
         if region is not None:
             regions.append(region)
+    return regions
+
+
+ROI_REQUEST_RULE = (
+    "no valid region: each region is Top,Left-Bottom,Right[=DeltaQp] (integers, bottom > top, "
+    f"right > left, DeltaQp from {MIN_DELTA_QP} to {MAX_DELTA_QP}), regions joined by ';'; "
+    "send 'Clear' (or ';' or '') for normal encoding"
+)
+
+
+def is_explicit_clear(text: str) -> bool:
+    """Whether ``text`` asks for normal encoding in so many words: every part (split at
+    ``;``) is empty or ``Clear`` (any case)."""
+    return all(part.strip().lower() in ("", "clear") for part in text.split(";"))
+
+
+def check_roi_request(text: str) -> list[Region]:
+    """The regions of an ROI string an application sent, or ValueError with
+    ``ROI_REQUEST_RULE`` when it has no valid region and is not an explicit clear.
+
+    A region whose rectangle is empty is invalid on any picture, so it does not count.
+    """
+    regions = parse_roi(text)
+    if not any(r.area > 0 for r in regions) and not is_explicit_clear(truncate_roi_text(text)):
+        raise ValueError(ROI_REQUEST_RULE)
     return regions
 
 

@@ -1,4 +1,4 @@
-"""From detections to encoder regions: padding, merging, ranking, tracking, scheduling.
+"""From detections to encoder regions: padding, merging, ranking, tracking.
 
 ``RegionTracker.update`` is called once per video frame with the newest detections (or
 ``None`` on frames where no detection ran) and returns the regions for that frame, best
@@ -393,81 +393,3 @@ class RegionTracker:
         track.hits += 1
         track.misses = 0
         return error
-
-
-class DetectionScheduler:
-    """Runs detection every N frames, N adapted to the measured detection time and to how
-    much the passes still find.
-
-    Detection may use ``core_share`` of one core on average: with a frame interval T and a
-    detection time D, N = ceil(D / (T * core_share)). N only drops again once the time has
-    fallen clearly (20 %) below what the smaller N needs, so it does not flap.
-
-    A pass that only confirms what the tracker predicted (``settled``) doubles the interval,
-    up to ``settled_seconds``; the first pass that finds something new (an object appears or
-    goes, or moves off its prediction) returns to the budget's N. A host sitting still is
-    then looked at about once a second instead of several times, and a change is still seen
-    within one interval.
-    """
-
-    def __init__(
-        self,
-        fps: float = 30.0,
-        core_share: float = 0.5,
-        min_every: int = 1,
-        max_every: int = 60,
-        settled_seconds: float = 1.0,
-    ) -> None:
-        if fps <= 0 or not 0 < core_share <= 4 or not 1 <= min_every <= max_every:
-            raise ValueError("need fps > 0, 0 < core_share <= 4, 1 <= min_every <= max_every")
-        if settled_seconds < 0:
-            raise ValueError("settled_seconds must be >= 0")
-        self.fps = fps
-        self.core_share = core_share
-        self.min_every = min_every
-        self.max_every = max_every
-        self.settled_seconds = settled_seconds
-        self.budget_every = min_every  # N from the CPU budget alone
-        self.every = min_every
-        self.detect_seconds: float | None = None
-        self._backoff = 1
-        self._countdown = 0
-
-    def set_fps(self, fps: float) -> None:
-        if fps > 0:
-            self.fps = fps
-            self._retune()
-
-    def should_detect(self) -> bool:
-        """Call once per frame: True on the frames that should run detection."""
-        if self._countdown <= 0:
-            self._countdown = self.every - 1
-            return True
-        self._countdown -= 1
-        return False
-
-    def record(self, seconds: float, settled: bool = False) -> None:
-        """Feed the time one detection pass took and whether it only confirmed the tracks."""
-        if seconds < 0:
-            return
-        if self.detect_seconds is None:
-            self.detect_seconds = seconds
-        else:
-            self.detect_seconds = 0.7 * self.detect_seconds + 0.3 * seconds
-        self._backoff = min(self._backoff * 2, 1 << 10) if settled else 1
-        self._retune()
-
-    def _retune(self) -> None:
-        if self.detect_seconds is not None:
-            allowance = self.core_share / self.fps  # seconds of detection per frame
-            needed = math.ceil(self.detect_seconds / allowance - 1e-9)
-            if (
-                needed < self.budget_every
-                and self.detect_seconds > 0.8 * (self.budget_every - 1) * allowance
-            ):
-                needed = self.budget_every  # not clearly faster yet
-            self.budget_every = max(self.min_every, min(self.max_every, max(1, needed)))
-        settled_cap = max(self.budget_every, round(self.settled_seconds * self.fps))
-        every = min(self.budget_every * self._backoff, settled_cap)
-        self.every = max(self.min_every, min(self.max_every, every))
-        self._countdown = min(self._countdown, self.every - 1)

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from app.roi.detect import Detection, LabelPolicy, RankingPolicy, load_model
 from app.roi.regions import Region
+from app.roi.scheduling import DetectionScheduler
 from app.roi.track import (
-    DetectionScheduler,
     RegionTracker,
     fit_regions,
     label_qp,

@@ -18,8 +18,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.api.hls import hls_router
-from app.api.playback import playback_router
 from app.api.player import player_router
+from app.api.roi_feed import roi_feed_router
 from app.api.whep import whep_router
 from app.hub import Hub, Stream, StreamKey
 from app.media.packet import MediaPacket
@@ -45,7 +45,7 @@ class PlayerServer:
         self.hls = HlsService(self.hub, segment_seconds=segment_seconds, window=window)
         self.whep = WhepService(self.hub, connect_timeout=whep_connect_timeout)
         self.app = FastAPI()
-        self.app.include_router(playback_router(self.hub))
+        self.app.include_router(roi_feed_router(self.hub))
         self.app.include_router(hls_router(self.hub, service=self.hls))
         self.app.include_router(whep_router(self.hub, service=self.whep))
         self.app.include_router(player_router(self.hub))

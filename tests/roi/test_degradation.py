@@ -10,7 +10,9 @@ import pytest
 
 from app.hub import Hub, StreamKey
 from app.media.flv import TagType
-from app.roi.pipeline import LAG_PLAIN_RELAY, RoiConfig, RoiTranscoder
+from app.roi.config import RoiConfig
+from app.roi.scheduling import LAG_PLAIN_RELAY
+from app.roi.transcoder import RoiTranscoder
 from tests.clips import face_clip, flv_packets
 
 pytestmark = pytest.mark.slow
@@ -41,15 +43,15 @@ async def test_overload_slows_detection_then_falls_back_to_plain_relay(tmp_path)
     for packet in packets:
         stream.source.push(packet)
     for _ in range(600):
-        if stream.roi.degraded:
-            seen_degraded.add(stream.roi.degraded)
+        if transcoder.stats.degraded:
+            seen_degraded.add(transcoder.stats.degraded)
         if reasons:
             break
         await asyncio.sleep(0.02)
     assert reasons and "cannot keep up" in reasons[0], reasons
     assert stream.processor is None
     assert any("slowed" in d for d in seen_degraded) or any("paused" in d for d in seen_degraded)
-    assert stream.roi.lag_ms > LAG_PLAIN_RELAY * 1000 * 0.5
+    assert transcoder.stats.lag_ms > LAG_PLAIN_RELAY * 1000 * 0.5
 
     # Plain relay resumes at the next source keyframe, with the source's sequence header.
     later = packets[-1].timestamp + 40

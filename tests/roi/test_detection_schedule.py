@@ -8,7 +8,8 @@ import pytest
 
 from app.hub import Hub, StreamKey
 from app.media.flv import TagType
-from app.roi.pipeline import RoiConfig, RoiTranscoder
+from app.roi.config import RoiConfig
+from app.roi.transcoder import RoiTranscoder
 from tests.clips import face_clip, flv_packets
 
 pytestmark = pytest.mark.slow
@@ -33,7 +34,7 @@ async def detection_intervals(packets, name: str) -> tuple[list[int], int]:
         nonlocal out
         if packet.kind is TagType.VIDEO and packet.roi is not None:
             out += 1
-            intervals.append(stream.roi.detect_every)
+            intervals.append(transcoder.stats.detect_every)
 
     stream.output.listeners.append(on_output)
     loop = asyncio.get_running_loop()

@@ -1,4 +1,4 @@
-"""The per-frame ROI feed on the HTTP port (HTTP-FLV itself is app/outputs/flv.py)."""
+"""The ROI feed's WebSocket endpoint, `/{app}/{stream}/roi` (the feed: app/outputs/roi_feed.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import contextlib
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from app.hub import Hub, StreamKey
-from app.media.flv import TagType
+from app.outputs.roi_feed import RoiFeed
 
 
-def playback_router(hub: Hub) -> APIRouter:
+def roi_feed_router(hub: Hub) -> APIRouter:
     router = APIRouter(tags=["playback"])
 
     @router.websocket("/{app}/{stream}/roi")
@@ -21,18 +21,14 @@ def playback_router(hub: Hub) -> APIRouter:
             await websocket.close(code=4404, reason=f"stream {app}/{stream} is not live")
             return
         await websocket.accept()
-        sub = live.output.subscribe("roi-feed")
-        while sub.get_nowait() is not None:  # the cached GOP is the past: start live
-            pass
         try:
-            while (packet := await sub.get()) is not None:
-                if packet.kind is TagType.VIDEO and packet.roi is not None:
-                    await websocket.send_text(packet.roi)
+            with RoiFeed(live) as feed:
+                while (document := await feed.next()) is not None:
+                    await websocket.send_text(document)
             await websocket.close(code=1000, reason="stream ended")
         except WebSocketDisconnect:
             pass
         finally:
-            sub.close()
             with contextlib.suppress(Exception):
                 await websocket.close()
 
