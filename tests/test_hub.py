@@ -202,3 +202,18 @@ async def test_direct_handoff_keeps_order_and_falls_back_to_the_queue() -> None:
     stream.source.push(video(160))
     assert written == [40, 160]
     assert sub.bytes_out == sum(p.size for p in stream.output.gop)
+
+
+async def test_long_keyframe_interval_warns_once_in_status_and_log(caplog) -> None:
+    hub = Hub()
+    short = hub.open_publisher(StreamKey("live", "short"), {}, "test")
+    long = hub.open_publisher(StreamKey("live", "long"), {}, "test")
+    with caplog.at_level("WARNING", logger="app.hub"):
+        for ts in range(0, 12_000, 40):  # 25 fps: keyframes every 2 s, and every 10 s
+            short.source.push(video(ts, key=ts % 2000 == 0))
+            long.source.push(video(ts, key=ts % 10_000 == 0))
+    assert short.stats().warnings == ()
+    (warning,) = long.stats().warnings
+    assert "keyframe interval over 4 s" in warning and "1-2 s" in warning
+    lines = [r.getMessage() for r in caplog.records if "keyframe interval" in r.getMessage()]
+    assert lines == [f"stream live/long: {warning}"]

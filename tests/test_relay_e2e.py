@@ -137,6 +137,51 @@ def test_streams_api_metrics_and_kick(relay) -> None:
     assert pusher.returncode != 0, "the kicked publisher sees its connection closed"
 
 
+def test_streams_api_has_a_typed_schema_that_the_documents_follow(relay) -> None:
+    pusher = start_client("push", f"{relay.rtmp_url}/live/typed", "--seconds", "3")
+    with httpx.Client(base_url=relay.http_url, timeout=10) as client:
+        relay.stream_info("live", "typed")
+        listed = client.get("/api/v1/streams").json()
+        schema = client.get("/openapi.json").json()
+    finish_client(pusher)
+    ok = schema["paths"]["/api/v1/streams"]["get"]["responses"]["200"]["content"]
+    assert ok["application/json"]["schema"]["items"] == {"$ref": "#/components/schemas/StreamInfo"}
+    one = schema["paths"]["/api/v1/streams/{app}/{stream}"]["get"]["responses"]["200"]
+    assert one["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/StreamInfo"
+    }
+    models = schema["components"]["schemas"]
+    fields = models["StreamInfo"]["properties"]
+    assert fields["roi"] == {"$ref": "#/components/schemas/RoiInfo"}
+    # The console and the player read these: each one is in the schema and in the document.
+    for name in (
+        "app", "stream", "remote", "codec", "audio_codec", "width", "height", "fps",
+        "bitrate_kbps", "players", "uptime_s", "bytes_in", "dropped_frames", "template",
+        "roi", "warnings",
+    ):  # fmt: skip
+        assert name in fields and name in listed[0], name
+    assert set(listed[0]) == set(fields)
+    assert set(listed[0]["roi"]) == set(models["RoiInfo"]["properties"]) == {
+        "template", "model", "applied", "reason", "regions", "detect_ms", "detect_every",
+        "encode_ms", "lag_ms", "degraded",
+    }  # fmt: skip
+
+
+def test_long_keyframe_interval_is_a_warning_in_the_stream_status(relay) -> None:
+    # 25 fps with a keyframe every 125 frames: 5 s, longer than the 4 s a late joiner should wait.
+    pusher = start_client(
+        "push", f"{relay.rtmp_url}/live/longgop", "--seconds", "6", "--gop", "125"
+    )
+    info = relay.stream_info("live", "longgop")
+    assert info["warnings"] == []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not info["warnings"]:
+        time.sleep(0.2)
+        info = relay.stream_info("live", "longgop")
+    finish_client(pusher)
+    assert len(info["warnings"]) == 1 and "keyframe interval over 4 s" in info["warnings"][0]
+
+
 def test_unknown_stream_is_404_over_http_flv(relay) -> None:
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"{relay.http_url}/live/missing.flv", timeout=5)

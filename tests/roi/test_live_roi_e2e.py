@@ -233,3 +233,36 @@ def test_template_edit_and_delete_change_a_running_stream(relay_factory) -> None
     flags = [d is not None for d in got["sei"]]
     last_roi = len(flags) - 1 - flags[::-1].index(True)
     assert last_roi < len(flags) - 10, "after the delete the stream went on as plain relay"
+
+
+def test_put_roi_answers_what_takes_effect_under_the_template(relay_factory) -> None:
+    import websockets.sync.client
+
+    from app.roi.regions import ROI_REQUEST_RULE
+
+    relay = relay_factory(template_activation_delay=0)
+    create_template(relay.http_url, "two", model="LiveShows", max_regions=2)
+    pusher = face_push(f"{relay.rtmp_url}/live/two?roirecognition=roitwo", 6)
+    relay.stream_info("live", "two")
+    url = f"{relay.http_url}/api/v1/streams/live/two/roi"
+    four = "0,0-16,16=-5;16,16-32,32=-5;32,32-48,48=-5;48,48-64,64=-5"
+    reply = httpx.put(url, json={"roi": four}, timeout=5)
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"roi": "0,0-16,16=-5;16,16-32,32=-5", "regions": 2}
+    with websockets.sync.client.connect(
+        f"ws://127.0.0.1:{relay.relay.http_port}/live/two/roi", open_timeout=5
+    ) as ws:
+        for _ in range(50):  # frames encoded before the PUT reached the worker come first
+            message = json.loads(ws.recv(timeout=10))
+            if message["roi"].endswith("=-5"):
+                break
+    assert message["roi"] == "0,0-16,16=-5;16,16-32,32=-5", "the encoder got what PUT said"
+
+    garbage = httpx.put(url, json={"roi": "garbage"}, timeout=5)
+    assert garbage.status_code == 422, garbage.text
+    (error,) = garbage.json()["detail"]
+    assert error["loc"] == ["body", "roi"] and ROI_REQUEST_RULE in error["msg"]
+    for clear in ("Clear", ";", ""):
+        cleared = httpx.put(url, json={"roi": clear}, timeout=5)
+        assert cleared.json() == {"roi": "", "regions": 0}, (clear, cleared.text)
+    finish_client(pusher)

@@ -13,11 +13,14 @@ from app.roi.regions import (
     DEFAULT_DELTA_QP,
     MAX_REGIONS,
     MAX_STRING_BYTES,
+    ROI_REQUEST_RULE,
     Region,
     RoiJsonError,
     RoiState,
+    check_roi_request,
     effective_regions,
     format_roi,
+    is_explicit_clear,
     parse_roi,
     parse_roi_json,
     roi_json,
@@ -368,3 +371,27 @@ def test_roi_json_round_trips(
         abs(a.score - b.score) <= 0.005 + 1e-9 for a, b in zip(meta.regions, regions, strict=True)
     )
     assert parse_roi(meta.roi) == [Region(r.top, r.left, r.bottom, r.right, r.qp) for r in regions]
+
+
+# --- what an application may send (REST) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["Clear", "clear", ";", "", " ; ;", "Clear;"])
+def test_an_explicit_clear_is_accepted_and_means_no_regions(text: str) -> None:
+    assert is_explicit_clear(text)
+    assert check_roi_request(text) == []
+
+
+@pytest.mark.parametrize("text", ["garbage", "10,20-50", "0,0-0,0", "1,2-3,4=-99", "Clear;junk"])
+def test_a_string_with_no_valid_region_is_refused_with_the_rule(text: str) -> None:
+    with pytest.raises(ValueError, match="no valid region") as caught:
+        check_roi_request(text)
+    assert str(caught.value) == ROI_REQUEST_RULE
+    assert parse_roi(text) == [] or all(r.area == 0 for r in parse_roi(text))  # tolerant side
+
+
+def test_one_valid_region_is_enough_and_malformed_parts_are_still_skipped() -> None:
+    assert rects(check_roi_request("10,20-50,60=-10;0,0-0,0;garbage")) == [
+        (10, 20, 50, 60, -10),
+        (0, 0, 0, 0, DEFAULT_DELTA_QP),
+    ]
