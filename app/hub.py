@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from app.media.flv import TagType, parse_audio_tag, parse_video_tag
 from app.media.nal import NalError, parse_decoder_config
@@ -36,6 +36,7 @@ MAX_QUEUE_PACKETS = 4000
 # A frame further than this from the last keyframe gets the publisher a warning: a player
 # joining then waits as long for a picture, and HLS segments cannot be shorter.
 LONG_KEYFRAME_INTERVAL_MS = 4000
+_NAL_CODECS: dict[str, Literal["h264", "hevc"]] = {"avc1": "h264", "hvc1": "hevc"}
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -74,6 +75,10 @@ class Subscription:
         # True until the next video keyframe: set at start when no GOP is cached, and after
         # an overflow, so playback always resumes on a picture the decoder can show.
         self._awaiting_keyframe = False
+
+    def start_at_next_keyframe(self) -> None:
+        """Nothing cached to start from: media is dropped until a video keyframe comes."""
+        self._awaiting_keyframe = True
 
     @property
     def queued(self) -> int:
@@ -263,7 +268,7 @@ class Track:
             for packet in self.gop:
                 sub.offer(packet)
         else:
-            sub._awaiting_keyframe = True
+            sub.start_at_next_keyframe()
         if self.ended:
             sub.end()
         else:
@@ -440,7 +445,7 @@ class Stream:
     def _read_video_header(self, packet: MediaPacket) -> None:
         tag = parse_video_tag(packet.payload)
         self.codec.video_codec = tag.codec
-        nal_codec = {"avc1": "h264", "hvc1": "hevc"}.get(tag.codec)
+        nal_codec = _NAL_CODECS.get(tag.codec)
         if nal_codec is None:
             return
         try:

@@ -71,7 +71,9 @@ class RelayCollector(Collector):
         regions = GaugeMetricFamily(
             "roi_relay_roi_regions", "Regions in the last frame", labels=["stream"]
         )
-        for s in streams if self.roi is not None else ():
+        for s in streams:
+            if self.roi is None:
+                break
             name = str(s.key)
             status = self.roi.status(s)
             stats = status.stats

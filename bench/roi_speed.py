@@ -138,7 +138,10 @@ async def run_transcoder(
         print(f"  only {out_frames}/{total_frames} frames came out", file=sys.stderr)
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
-    status = dataclasses.asdict(transcoder.stats)
+    status = {
+        k: round(v, 2) if isinstance(v, float) else v
+        for k, v in dataclasses.asdict(transcoder.stats).items()
+    }
     stream.close()
     await hub.wait_closed()
     return cpu, wall, latencies, status

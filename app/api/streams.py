@@ -7,6 +7,8 @@ neither of them knows this shape.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Response, params
 from pydantic import BaseModel, Field, field_validator
 
@@ -129,7 +131,7 @@ def streams_router(
 ) -> APIRouter:
     """``roi`` None: no ROI stage runs (the streams then show the status they start with)."""
     router = APIRouter(prefix="/api/v1/streams", tags=["streams"], dependencies=dependencies)
-    not_live = {404: {"description": "Stream not live"}}
+    not_live: dict[int | str, dict[str, Any]] = {404: {"description": "Stream not live"}}
 
     def info(stream: Stream) -> StreamInfo:
         status = roi.status(stream) if roi is not None else initial_status(stream.query)

@@ -75,12 +75,20 @@ class RoiTranscoder:
         self._stop = threading.Event()
         self._stopped = False
         call = self.loop.call_soon_threadsafe
-        sink = WorkerSink(
-            packet=lambda packet: call(self._push_output, packet),
-            stats=lambda stats: call(self._take_stats, stats),
-            encoding=lambda: call(self._mark_encoding),
-            gave_up=lambda why: call(self._gave_up, why),
-        )
+
+        def packet(packet: MediaPacket) -> None:
+            call(self._push_output, packet)
+
+        def stats(stats: RoiStats) -> None:
+            call(self._take_stats, stats)
+
+        def encoding() -> None:
+            call(self._mark_encoding)
+
+        def gave_up(why: str) -> None:
+            call(self._gave_up, why)
+
+        sink = WorkerSink(packet=packet, stats=stats, encoding=encoding, gave_up=gave_up)
         worker = TranscodeWorker(
             str(stream.key),
             self._controls,

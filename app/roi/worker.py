@@ -148,7 +148,7 @@ class TranscodeWorker:
         self._seed_header = seed_header
         self._load_model = load_model
         self._make_tracker = make_tracker
-        self.decoder: av.CodecContext | None = None
+        self.decoder: av.VideoCodecContext | None = None
         self.encoder: RoiEncoder | None = None
         self.codec_tag = ""
         self._nal_codec: Literal["h264", "hevc"] = "h264"
@@ -258,6 +258,7 @@ class TranscodeWorker:
         self._nal_codec = _CODECS[fourcc][1]
         self.enhanced = info.enhanced
         decoder = av.CodecContext.create(_CODECS[fourcc][0], "r")
+        assert isinstance(decoder, av.VideoCodecContext)
         decoder.extradata = config_record
         decoder.thread_type = "SLICE"
         self.decoder = decoder
