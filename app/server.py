@@ -25,8 +25,8 @@ from app.hub import Hub
 from app.metrics import relay_registry
 from app.outputs.flv import HttpFlvPlayback
 from app.outputs.webrtc import WhepService
-from app.roi.detect import RecognitionModel, load_model
 from app.roi.controller import RoiController
+from app.roi.detect import RecognitionModel, load_model
 from app.roi.registry import ModelCatalog
 from app.rtmp.server import RtmpServer
 from app.templates.store import TemplateChange, TemplateStore

@@ -370,8 +370,8 @@ class RegionTracker:
             and all(t.misses == 0 for t in self.tracks)
             and worst_error <= self.settled_error
         )
-        for di in unmatched:
-            d = detections[di]
+        for index in unmatched:
+            d = detections[index]
             self.tracks.append(
                 _Track(self._next_id, d.label, np.array(d.box, float), d.score, self.frame)
             )
