@@ -43,6 +43,7 @@ from app.media.packet import MediaPacket  # noqa: E402
 from app.roi.config import RoiConfig  # noqa: E402
 from app.roi.encode import EncoderSettings, encoder_options, resolve_encoder  # noqa: E402
 from app.roi.transcoder import RoiTranscoder  # noqa: E402
+from app.templates.rules import TemplateSettings  # noqa: E402
 from tests.clips import face_clip, flv_packets  # noqa: E402
 
 SIZES = {720: (1280, 720), 1080: (1920, 1080)}
@@ -92,7 +93,7 @@ async def run_transcoder(
     stream.set_metadata({"framerate": 30})
     transcoder = RoiTranscoder(
         stream,
-        RoiConfig(template="bench", model=model, delta_qp=-6),
+        RoiConfig(template="bench", settings=TemplateSettings(model=model, delta_qp=-6)),
         encoder_name="libx264",
         on_give_up=lambda why: print(f"  transcoder gave up: {why}", file=sys.stderr),
     )

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from app.roi.regions import MAX_REGIONS
+from app.templates.rules import TemplateSettings
 
 
 @dataclass(frozen=True, slots=True)
 class RoiConfig:
-    """The transcoder's settings; the controller derives them from the template in force."""
+    """The transcoder's settings: the template in force (the one shape of a template's settings,
+    app/templates/rules.py) and whether its recognition model runs."""
 
     template: str | None
-    model: str | None  # None: no recognition model, regions come only from the application
-    delta_qp: int = -6
-    max_regions: int = MAX_REGIONS
-    bitrate_kbps: int | None = None
+    settings: TemplateSettings = field(default_factory=TemplateSettings)
+    # False when the application supplies the regions (REST): no recognition model runs.
+    detect: bool = True
+
+    @property
+    def model(self) -> str | None:
+        """The recognition model to run, or None when regions come only from the application."""
+        return self.settings.model if self.detect else None
 
 
 __all__ = ["RoiConfig"]

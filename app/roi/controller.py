@@ -179,13 +179,7 @@ class RoiController:
             version = self._in_force(name)
             if version is not None:
                 return (
-                    RoiConfig(
-                        template=name,
-                        model=None if override else version.settings.model,
-                        delta_qp=version.settings.delta_qp,
-                        max_regions=version.settings.max_regions,
-                        bitrate_kbps=version.settings.bitrate_kbps,
-                    ),
+                    RoiConfig(template=name, settings=version.settings, detect=not override),
                     "",
                 )
             pending = self._pending(name)
@@ -199,7 +193,7 @@ class RoiController:
         else:
             reason = NO_TEMPLATE
         if override:
-            return RoiConfig(template=name, model=None), ""
+            return RoiConfig(template=name, detect=False), ""
         return None, reason + ": relayed unchanged"
 
     def _meant(self, name: str) -> str | None:
@@ -229,9 +223,9 @@ def _taking_effect(
 ) -> list[Region]:
     """What of ``regions`` takes effect on the stream's picture under ``config``."""
     if width and height:
-        return effective_regions(regions, width, height, config.max_regions)
+        return effective_regions(regions, width, height, config.settings.max_regions)
     # Picture size not known yet: only the rules that do not depend on it.
-    limit = min(config.max_regions, MAX_REGIONS)
+    limit = min(config.settings.max_regions, MAX_REGIONS)
     return [r for r in regions if r.area > 0][:limit]
 
 

@@ -59,7 +59,7 @@ def load_stream_model(name: str) -> RecognitionModel:
 
 
 def make_tracker(model: RecognitionModel, config: RoiConfig) -> RegionTracker:
-    return RegionTracker(model, config.delta_qp, config.max_regions)
+    return RegionTracker(model, config.settings.delta_qp, config.settings.max_regions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,12 +285,12 @@ class TranscodeWorker:
     ) -> list[Region]:
         if override is not None:
             return self.roi_state.update(
-                effective_regions(override, frame.width, frame.height, config.max_regions)
+                effective_regions(override, frame.width, frame.height, config.settings.max_regions)
             )
         self._ensure_model(config)
         if self.detector is None:
             return self.roi_state.update([])
-        key = (config.delta_qp, config.max_regions, self.model_name)
+        key = (config.settings.delta_qp, config.settings.max_regions, self.model_name)
         if self.tracker is None or self.tracker_key != key:
             self.tracker = self._make_tracker(self.detector.model, config)
             self.tracker_key = key
@@ -310,7 +310,7 @@ class TranscodeWorker:
         if due and not self.detector.busy:
             self.detector.offer(*detection_picture(frame))
         return self.roi_state.update(
-            effective_regions(regions, frame.width, frame.height, config.max_regions)
+            effective_regions(regions, frame.width, frame.height, config.settings.max_regions)
         )
 
     def _fps(self) -> float:
@@ -324,8 +324,8 @@ class TranscodeWorker:
     # encoding -----------------------------------------------------------------------------
 
     def _bitrate_bps(self, config: RoiConfig, width: int, height: int) -> int:
-        if config.bitrate_kbps:
-            return config.bitrate_kbps * 1000
+        if config.settings.bitrate_kbps:
+            return config.settings.bitrate_kbps * 1000
         if self.facts.declared_kbps:
             return int(self.facts.declared_kbps * 1000)
         if self.facts.measured_bps > 0:
@@ -336,7 +336,7 @@ class TranscodeWorker:
         want_bitrate = self._bitrate_bps(config, frame.width, frame.height)
         if (
             self.encoder is not None
-            and config.bitrate_kbps
+            and config.settings.bitrate_kbps
             and (abs(self.encoder.bitrate - want_bitrate) > 1000)
         ):
             self._close_encoder()  # a template edit changed the bitrate: reopen at a keyframe

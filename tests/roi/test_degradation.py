@@ -13,6 +13,7 @@ from app.media.flv import TagType
 from app.roi.config import RoiConfig
 from app.roi.scheduling import LAG_PLAIN_RELAY
 from app.roi.transcoder import RoiTranscoder
+from app.templates.rules import TemplateSettings
 from tests.clips import face_clip, flv_packets
 
 pytestmark = pytest.mark.slow
@@ -33,7 +34,7 @@ async def test_overload_slows_detection_then_falls_back_to_plain_relay(tmp_path)
 
     transcoder = RoiTranscoder(
         stream,
-        RoiConfig(template="t", model="LiveShows"),
+        RoiConfig(template="t", settings=TemplateSettings(model="LiveShows")),
         encoder_name="libx264",
         on_give_up=give_up,
     )

@@ -10,6 +10,7 @@ from app.hub import Hub, StreamKey
 from app.media.flv import TagType
 from app.roi.config import RoiConfig
 from app.roi.transcoder import RoiTranscoder
+from app.templates.rules import TemplateSettings
 from tests.clips import face_clip, flv_packets
 
 pytestmark = pytest.mark.slow
@@ -22,7 +23,7 @@ async def detection_intervals(packets, name: str) -> tuple[list[int], int]:
     stream.set_metadata({"framerate": 30})
     transcoder = RoiTranscoder(
         stream,
-        RoiConfig(template="t", model="LiveShows"),
+        RoiConfig(template="t", settings=TemplateSettings(model="LiveShows")),
         encoder_name="libx264",
         on_give_up=lambda why: pytest.fail(f"transcoder gave up: {why}"),
     )

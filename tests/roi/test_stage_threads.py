@@ -18,7 +18,7 @@ from app.roi.config import RoiConfig
 from app.roi.controller import RoiController
 from app.roi.status import RoiStats
 from app.roi.transcoder import RoiTranscoder
-from app.templates.rules import TemplateCreate
+from app.templates.rules import TemplateCreate, TemplateSettings
 from app.templates.store import TemplateStore
 from tests.clips import face_clip, flv_packets
 
@@ -106,7 +106,7 @@ async def test_stats_arrive_on_the_loop_as_frozen_snapshots(face_packets: list[A
     encoding_on: list[int] = []
     transcoder = RoiTranscoder(
         stream,
-        RoiConfig(template="t", model="LiveShows"),
+        RoiConfig(template="t", settings=TemplateSettings(model="LiveShows")),
         encoder_name="libx264",
         on_give_up=lambda why: pytest.fail(f"gave up: {why}"),
         on_encoding=lambda: encoding_on.append(threading.get_ident()),
