@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from app.media.nal import (
     H264_NAL_SEI,
@@ -32,6 +32,7 @@ from app.media.nal import (
 
 if TYPE_CHECKING:
     import av
+    from av.sidedata.sidedata import SideDataContainer
 
 ROI_SEI_UUID = uuid.UUID("a35c7405-e906-4ec6-89e0-30ff9368d21e")
 SEI_USER_DATA_UNREGISTERED = 5
@@ -154,7 +155,9 @@ def extract_roi_sei(avcc_frame: bytes, codec: Codec, length_size: int = 4) -> st
 
 def roi_json_from_frame(frame: av.VideoFrame) -> str | None:
     """The ROI JSON of a decoded frame (FFmpeg's SEI_UNREGISTERED side data), or None."""
-    for side_data in frame.side_data:
+    # PyAV's stubs declare Frame.side_data as a TypedDict; it is a SideDataContainer.
+    container = cast("SideDataContainer", frame.side_data)
+    for side_data in container:
         if side_data.type.name == "SEI_UNREGISTERED":
             text = roi_json_from_user_data(bytes(side_data))
             if text is not None:

@@ -211,8 +211,10 @@ class AacConfig:
         return self.object_type - 1
 
 
-_SAMPLING_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025)
-_SAMPLING_RATES += (8000, 7350)
+_SAMPLING_RATES: tuple[int, ...] = (
+    *(96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025),
+    *(8000, 7350),
+)
 
 
 def parse_audio_specific_config(asc: bytes) -> AacConfig:

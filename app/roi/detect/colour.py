@@ -29,7 +29,7 @@ class _HsvRange:
 
 def _hsv_ranges(value: Any, where: str) -> list[_HsvRange]:
     try:
-        return [_HsvRange(tuple(r[0]), tuple(r[1])) for r in value]  # type: ignore[arg-type]
+        return [_HsvRange(tuple(r[0]), tuple(r[1])) for r in value]
     except (TypeError, IndexError) as exc:
         raise ModelError(f"{where}: hsv ranges must be [[[h,s,v],[h,s,v]], ...]") from exc
 
