@@ -37,8 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.browser import CHROMIUM, launch_chromium  # noqa: E402
-from tests.relay_harness import RunningRelay  # noqa: E402
+from tests.support.browser import CHROMIUM, launch_chromium  # noqa: E402
+from tests.support.relay_harness import RunningRelay  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 640, 360, 25
 BLOCK = 16

@@ -44,7 +44,7 @@ from app.roi.config import RoiConfig  # noqa: E402
 from app.roi.encode import EncoderSettings, encoder_options, resolve_encoder  # noqa: E402
 from app.roi.transcoder import RoiTranscoder  # noqa: E402
 from app.templates.rules import TemplateSettings  # noqa: E402
-from tests.clips import face_clip, flv_packets  # noqa: E402
+from tests.support.clips import face_clip, flv_packets  # noqa: E402
 
 SIZES = {720: (1280, 720), 1080: (1920, 1080)}
 BITRATE_KBPS = {720: 2500, 1080: 4500}

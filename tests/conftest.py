@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.relay_harness import RunningRelay
+from tests.support.relay_harness import RunningRelay
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import urllib.request
 import httpx
 import pytest
 
-from tests.av_client import finish_client, run_client, start_client
+from tests.support.av_client import finish_client, run_client, start_client
 
 pytestmark = pytest.mark.slow
 

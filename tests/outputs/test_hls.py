@@ -31,9 +31,9 @@ from app.outputs.mpegts import (
     parse_audio_specific_config,
 )
 from app.roi.regions import Region, parse_roi_json
-from tests.av_client import run_client
 from tests.outputs.conftest import PlayerServer
 from tests.outputs.media import encode_flv, flv_packets, frame_pts, with_roi
+from tests.support.av_client import run_client
 
 FPS = 25
 

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.av_client import finish_client
 from tests.outputs.test_player_browser import (
     bbox,
     browser,  # noqa: F401 - the module-scoped Chromium fixture
@@ -20,6 +19,7 @@ from tests.outputs.test_player_browser import (
     page_box,
 )
 from tests.roi.test_live_roi_e2e import covers_face, create_template, face_push
+from tests.support.av_client import finish_client
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

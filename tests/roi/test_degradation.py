@@ -14,7 +14,7 @@ from app.roi.config import RoiConfig
 from app.roi.scheduling import LAG_PLAIN_RELAY
 from app.roi.transcoder import RoiTranscoder
 from app.templates.rules import TemplateSettings
-from tests.clips import face_clip, flv_packets
+from tests.support.clips import face_clip, flv_packets
 
 pytestmark = pytest.mark.slow
 

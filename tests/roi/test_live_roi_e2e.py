@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.av_client import finish_client, run_client, start_client
+from tests.support.av_client import finish_client, run_client, start_client
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from app.roi.status import RoiStats
 from app.roi.transcoder import RoiTranscoder
 from app.templates.rules import TemplateCreate, TemplateSettings
 from app.templates.store import TemplateStore
-from tests.clips import face_clip, flv_packets
+from tests.support.clips import face_clip, flv_packets
 
 pytestmark = pytest.mark.slow
 

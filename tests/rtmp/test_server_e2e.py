@@ -27,7 +27,7 @@ from app.rtmp import amf0
 from app.rtmp.chunk import MessageType
 from app.rtmp.handshake import ClientHandshake
 from app.rtmp.server import RtmpServer
-from tests.rtmp.client import SocketClient
+from tests.support.rtmp_client import SocketClient
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +97,7 @@ async def run(*cmd: str, timeout: float = 60.0) -> tuple[int, str, str]:
 
 async def av_client(action: str, url: str, *args: str, timeout: float = 60.0) -> dict[str, Any]:
     rc, out, err = await run(
-        sys.executable, "-m", "tests.av_client", action, url, *args, timeout=timeout
+        sys.executable, "-m", "tests.support.av_client", action, url, *args, timeout=timeout
     )
     assert rc == 0, f"PyAV {action} failed ({rc}): {err[-2000:]}"
     return json.loads(out.strip().splitlines()[-1])
@@ -246,7 +246,7 @@ async def test_play_of_a_stream_that_is_not_live(start_relay: StartRelay) -> Non
     relay = await start_relay()
     started = time.monotonic()
     rc, _, err = await run(
-        sys.executable, "-m", "tests.av_client", "play", relay.url("live/none"), timeout=30
+        sys.executable, "-m", "tests.support.av_client", "play", relay.url("live/none"), timeout=30
     )
     assert rc != 0
     assert time.monotonic() - started < 15

@@ -25,7 +25,7 @@ from app.rtmp.session import (
     TimestampUnwrapper,
     Unpublished,
 )
-from tests.rtmp.client import SessionDriver
+from tests.support.rtmp_client import SessionDriver
 
 AVC_KEYFRAME = bytes([0x17, 1, 0, 0, 0]) + b"\x00\x00\x00\x05\x65abcd"
 AAC_FRAME = bytes([0xAF, 1]) + b"\x21\x10"

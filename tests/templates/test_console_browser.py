@@ -17,7 +17,7 @@ from app.api.streams import streams_router
 from app.hub import Hub, StreamKey
 from app.templates.rules import DESCRIPTION_RULE, NAME_RULE
 from app.templates.store import TemplateStore
-from tests.browser import CHROMIUM, launch_chromium
+from tests.support.browser import CHROMIUM, launch_chromium
 from tests.templates.conftest import build_app, live_server
 
 TOKEN = "console-token"

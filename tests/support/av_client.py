@@ -3,8 +3,8 @@
 PyAV keeps the GIL while it blocks on network I/O, so inside the relay's own process it would
 stall the event loop it is talking to; a separate process is also what a real client is.
 
-    python -m tests.av_client push URL [--seconds 2] [--image face.png] [--codec libx264] ...
-    python -m tests.av_client play URL [--timeout 20] [--sei] [--qp]
+    python -m tests.support.av_client push URL [--seconds 2] [--image face.png] [--codec x] ...
+    python -m tests.support.av_client play URL [--timeout 20] [--sei] [--qp]
 
 Each prints one JSON line with what it sent or decoded. `run_client` calls it from tests.
 """
@@ -23,7 +23,7 @@ from typing import Any
 import av
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def pattern_image(index: int, width: int, height: int) -> np.ndarray:
@@ -211,7 +211,7 @@ def parser() -> argparse.ArgumentParser:
 
 def run_client(action: str, url: str, *args: str, timeout: float = 90.0) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.av_client", action, url, *args],
+        [sys.executable, "-m", "tests.support.av_client", action, url, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -223,7 +223,7 @@ def run_client(action: str, url: str, *args: str, timeout: float = 90.0) -> dict
 
 def start_client(action: str, url: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.av_client", action, url, *args],
+        [sys.executable, "-m", "tests.support.av_client", action, url, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -8,7 +8,7 @@ from pathlib import Path
 from app.media.flv import FlvFileReader, TagType
 from app.media.packet import MediaPacket
 
-FACE_PHOTO = Path(__file__).resolve().parent / "data" / "images" / "grace_hopper.jpg"
+FACE_PHOTO = Path(__file__).resolve().parents[1] / "data" / "images" / "grace_hopper.jpg"
 
 
 def face_clip(
