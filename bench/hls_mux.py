@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.media.flv import TagType  # noqa: E402
 from app.outputs.hls import HlsSegmenter  # noqa: E402
-from tests.outputs.media import encode_flv, flv_packets  # noqa: E402
+from tests.support.clips import encode_flv, flv_packets  # noqa: E402
 
 FPS = 30
 

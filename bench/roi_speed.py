@@ -177,7 +177,7 @@ def main() -> None:
             width, height = SIZES[size]
             clip = Path(tmp) / f"clip{size}.flv"
             face_clip(clip, width, height, args.seconds, BITRATE_KBPS[size])
-            packets = flv_packets(clip)
+            packets = flv_packets(clip, media_only=True)
             frames = sum(1 for p in packets if is_frame(p))
             duration = frames / 30
             # Each side runs --repeat times, alternating, and the medians are compared: one run

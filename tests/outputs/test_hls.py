@@ -32,8 +32,9 @@ from app.outputs.mpegts import (
 )
 from app.roi.regions import Region, parse_roi_json
 from tests.outputs.conftest import PlayerServer
-from tests.outputs.media import encode_flv, flv_packets, frame_pts, with_roi
+from tests.outputs.media import frame_pts, with_roi
 from tests.support.av_client import run_client
+from tests.support.clips import encode_flv, flv_packets
 
 FPS = 25
 

@@ -20,8 +20,9 @@ import pytest
 from app.media.packet import MediaPacket
 from app.media.sei import build_roi_sei
 from tests.outputs.conftest import PlayerServer
-from tests.outputs.media import encode_flv, face_box, face_frame, flv_packets, with_roi
+from tests.outputs.media import face_box, face_frame, with_roi
 from tests.support.browser import CHROMIUM, launch_chromium
+from tests.support.clips import encode_flv, flv_packets
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

@@ -18,8 +18,8 @@ from tests.outputs.test_player_browser import (
     overlay_green,
     page_box,
 )
-from tests.roi.test_live_roi_e2e import covers_face, create_template, face_push
-from tests.support.av_client import finish_client
+from tests.support.av_client import covers_face, face_push, finish_client
+from tests.support.relay_harness import create_template
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

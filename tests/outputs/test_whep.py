@@ -13,9 +13,10 @@ from app.hub import StreamKey
 from app.media.packet import MediaPacket
 from app.roi.regions import Region, parse_roi_json
 from tests.outputs.conftest import PlayerServer
-from tests.outputs.media import encode_flv, flv_packets, with_roi
+from tests.outputs.media import with_roi
 from tests.outputs.whep_client import WhepPlayer
 from tests.support.av_client import finish_client, start_client
+from tests.support.clips import encode_flv, flv_packets
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 async def test_overload_slows_detection_then_falls_back_to_plain_relay(tmp_path) -> None:
     packets = flv_packets(
-        face_clip(tmp_path / "clip.flv", 640, 360, 40, gop=30, preset="ultrafast", audio=False)
+        face_clip(tmp_path / "clip.flv", 640, 360, 40, gop=30, preset="ultrafast", audio=False),
+        media_only=True,
     )
     hub = Hub(player_queue_seconds=1000)
     stream = hub.open_publisher(StreamKey("live", "busy"), {"roirecognition": "t"}, "test")

@@ -5,43 +5,15 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.support.av_client import finish_client, run_client, start_client
+from tests.support.av_client import covers_face, face_push, finish_client, run_client, start_client
+from tests.support.relay_harness import create_template
 
 pytestmark = pytest.mark.slow
-
-FACE_IMAGE = str(Path(__file__).resolve().parents[1] / "data" / "images" / "grace_hopper.jpg")
-# The face box of grace_hopper.jpg (tests/data/labels.json), in a 320x240 push of the photo:
-# the client scales the 512x600 photo to 352x264 and pans a 320x240 window over it.
-FACE_IN_PUSH = (177 * 352 / 512, 106 * 264 / 600, 353 * 352 / 512, 327 * 264 / 600)
-
-
-def create_template(base: str, name: str, **fields: object) -> dict:
-    reply = httpx.post(f"{base}/api/v1/roi-templates", json={"name": name, **fields}, timeout=10)
-    assert reply.status_code == 201, reply.text
-    return reply.json()
-
-
-def face_push(url: str, seconds: float, *extra: str) -> object:
-    return start_client(
-        "push", url, "--image", FACE_IMAGE, "--width", "320", "--height", "240",
-        "--seconds", str(seconds), "--bitrate", "400", "--gop", "25", *extra,
-    )  # fmt: skip
-
-
-def covers_face(region: dict, pan_margin: float = 20) -> bool:
-    """The region holds the centre of the face (the photo pans by up to 32x24 px)."""
-    cx = (FACE_IN_PUSH[0] + FACE_IN_PUSH[2]) / 2
-    cy = (FACE_IN_PUSH[1] + FACE_IN_PUSH[3]) / 2
-    return (
-        region["left"] - pan_margin <= cx <= region["right"] + pan_margin
-        and region["top"] - pan_margin <= cy <= region["bottom"] + pan_margin
-    )
 
 
 def test_face_push_with_active_template_carries_regions_and_lower_qp(relay_factory) -> None:

@@ -23,6 +23,8 @@ from typing import Any
 import av
 import numpy as np
 
+from tests.support.clips import FACE_PHOTO
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -228,6 +230,30 @@ def start_client(action: str, url: str, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+    )
+
+
+def face_push(url: str, seconds: float, *extra: str) -> subprocess.Popen[str]:
+    """Starts pushing the face photo (clips.FACE_PHOTO) panning in a 320x240 frame."""
+    return start_client(
+        "push", url, "--image", str(FACE_PHOTO), "--width", "320", "--height", "240",
+        "--seconds", str(seconds), "--bitrate", "400", "--gop", "25", *extra,
+    )  # fmt: skip
+
+
+# The face box of grace_hopper.jpg (tests/data/labels.json) in a ``face_push``: PanningImage
+# scales the 512x600 photo to 352x264 and pans a 320x240 window over it.
+FACE_IN_PUSH = (177 * 352 / 512, 106 * 264 / 600, 353 * 352 / 512, 327 * 264 / 600)
+
+
+def covers_face(region: dict[str, Any], pan_margin: float = 20) -> bool:
+    """The region of a ``face_push`` frame holds the centre of the face (the photo pans by
+    up to 32x24 px)."""
+    cx = (FACE_IN_PUSH[0] + FACE_IN_PUSH[2]) / 2
+    cy = (FACE_IN_PUSH[1] + FACE_IN_PUSH[3]) / 2
+    return (
+        region["left"] - pan_margin <= cx <= region["right"] + pan_margin
+        and region["top"] - pan_margin <= cy <= region["bottom"] + pan_margin
     )
 
 

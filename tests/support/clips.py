@@ -1,9 +1,16 @@
-"""Clips with a real face for tests and benches, made with the Debian ffmpeg CLI."""
+"""Real encoded clips for tests and benches: a face photo panning (Debian's ffmpeg CLI),
+H.264/HEVC + AAC encoded in memory by PyAV, and either read back as hub packets."""
 
 from __future__ import annotations
 
+import fractions
+import io
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+
+import av
+import numpy as np
 
 from app.media.flv import FlvFileReader, TagType
 from app.media.packet import MediaPacket
@@ -70,10 +77,69 @@ def face_clip(
     return path
 
 
-def flv_packets(path: Path) -> list[MediaPacket]:
-    """The audio and video tags of an FLV file as hub packets."""
+def gray_frame(index: int, width: int, height: int) -> np.ndarray:
+    """A grey, slowly moving background with no saturated colour (the player tests look for
+    their danmaku colour in screenshots, so the video must never contain it)."""
+    x = np.arange(width, dtype=np.int32)[None, :]
+    y = np.arange(height, dtype=np.int32)[:, None]
+    level = (60 + ((x + y + index * 3) % 96)).astype(np.uint8)
+    return np.repeat(level[:, :, None], 3, axis=2)
+
+
+def encode_flv(
+    seconds: float = 3.0,
+    fps: int = 25,
+    width: int = 320,
+    height: int = 240,
+    gop: int | None = None,
+    audio: bool = True,
+    draw: Callable[[int, int, int], np.ndarray] = gray_frame,
+    codec: str = "libx264",
+) -> bytes:
+    """An FLV file of H.264 (or HEVC) without B-frames, plus AAC, encoded by PyAV."""
+    sink = io.BytesIO()
+    frames = int(seconds * fps)
+    with av.open(sink, "w", format="flv") as out:
+        vs = out.add_stream(codec, rate=fps)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.codec_context.gop_size = gop or fps
+        vs.codec_context.max_b_frames = 0
+        if codec == "libx264":
+            vs.codec_context.options = {"preset": "veryfast", "tune": "zerolatency"}
+        else:
+            vs.codec_context.options = {"preset": "ultrafast", "x265-params": "log-level=error"}
+        aus = None
+        if audio:
+            aus = out.add_stream("aac", rate=44100)
+            aus.layout = "stereo"
+        audio_pts = 0
+        for i in range(frames):
+            vf = av.VideoFrame.from_ndarray(draw(i, width, height), format="rgb24")
+            vf.pts = i
+            vf.time_base = fractions.Fraction(1, fps)
+            out.mux(vs.encode(vf))
+            while aus is not None and audio_pts < (i + 1) * 44100 / fps:
+                t = (np.arange(1024) + audio_pts) / 44100
+                tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+                af = av.AudioFrame.from_ndarray(
+                    np.stack([tone, tone]), format="fltp", layout="stereo"
+                )
+                af.sample_rate = 44100
+                af.pts = audio_pts
+                out.mux(aus.encode(af))
+                audio_pts += 1024
+        out.mux(vs.encode(None))
+        if aus is not None:
+            out.mux(aus.encode(None))
+    return sink.getvalue()
+
+
+def flv_packets(flv: bytes | Path, media_only: bool = False) -> list[MediaPacket]:
+    """The tags of an FLV file (its bytes or its path) as hub packets; with ``media_only``
+    just the audio and video tags (no script data)."""
+    data = flv.read_bytes() if isinstance(flv, Path) else flv
     return [
         MediaPacket.from_tag(tag.kind, tag.timestamp, tag.body)
-        for tag in FlvFileReader().feed(path.read_bytes())
-        if tag.kind in (TagType.AUDIO, TagType.VIDEO)
+        for tag in FlvFileReader().feed(data)
+        if not media_only or tag.kind in (TagType.AUDIO, TagType.VIDEO)
     ]

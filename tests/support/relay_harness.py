@@ -17,6 +17,13 @@ from app.server import Relay
 T = TypeVar("T")
 
 
+def create_template(base: str, name: str, **fields: object) -> dict[str, Any]:
+    """Creates an ROI template over the REST API of the relay at ``base``."""
+    reply = httpx.post(f"{base}/api/v1/roi-templates", json={"name": name, **fields}, timeout=10)
+    assert reply.status_code == 201, reply.text
+    return dict(reply.json())
+
+
 class RunningRelay:
     def __init__(self, data_dir: Path, **overrides: Any) -> None:
         settings = Settings(
