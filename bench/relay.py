@@ -10,10 +10,11 @@ Setup: a 10 s 1280x720 30 fps clip is encoded once with Debian's ffmpeg CLI (lib
 one process (``master_process off``), from a config in a temporary directory.
 
 Players are cheap asyncio connections, all in ONE separate player process per server under
-test, so that they do not swamp the two cores: HTTP-FLV players send a raw GET and read only
-the FLV tag headers of the body; RTMP players are a minimal play client built on the project's
-sans-IO handshake, chunk and AMF0 code. Each records the media bytes, tag count and newest
-media timestamp it received.
+test, so that they do not swamp the two cores (bench/relay_players.py): HTTP-FLV players read
+the body with h11 and the relay's own FLV reader (app/media/flv.py); RTMP players are the
+asyncio client of tests/support/rtmp_client.py, built on the project's sans-IO handshake,
+chunk and AMF0 code. Each records the media bytes, tag count and newest media timestamp it
+received. The servers, the clip and the publisher are in bench/relay_servers.py.
 
 Per server and player count (1, 10, 25, 50, 100, 200, 400; growth stops at the first step
 that falls behind) the bench prints the server's CPU time per second of wall time (all threads,
@@ -25,7 +26,7 @@ clip's bitrate. Past several hundred players the player process itself nears a f
 CPU is printed, and a step where it saturates one says so (the figure is then the bench's).
 
 Latency is a separate, idle-server measurement: the bench publishes the clip's FLV tags in
-real time with its own minimal RTMP publish client and records the wall time each tag was
+real time with that RTMP client publishing and records the wall time each tag was
 sent; one player records the wall time each tag arrived. Latency = arrival - send (median,
 95th percentile) for roi-relay HTTP-FLV, roi-relay RTMP and nginx RTMP.
 
@@ -37,11 +38,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -53,747 +51,41 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.rtmp import amf0  # noqa: E402
-from app.rtmp.chunk import ChunkReader, ChunkWriter, MessageType, RtmpMessage  # noqa: E402
-from app.rtmp.handshake import ClientHandshake  # noqa: E402
-
-HOST = "127.0.0.1"
-APP = "live"
-LOAD_STREAM = "bench"
-NGINX_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
-
-CLIP_SECONDS = 10
-CLIP_FPS = 30
-CLIP_KBPS = 4000
-KEYFRAME_SECONDS = 2
+from bench.relay_players import (  # noqa: E402
+    HOST,
+    MEDIA_KINDS,
+    PlayerStats,
+    Target,
+    open_player,
+    rtmp_client,
+)
+from bench.relay_servers import (  # noqa: E402
+    CLIP_FPS,
+    CLIP_SECONDS,
+    KEYFRAME_SECONDS,
+    NGINX_MODULE,
+    OUT_CHUNK_SIZE,
+    Clip,
+    FfmpegPublisher,
+    PlayerFleet,
+    Server,
+    cpu_seconds,
+    encode_clip,
+    machine_jiffies,
+    start_nginx,
+    start_roi_relay,
+    stop_process,
+    tail,
+)
 
 MAX_LAG_MS = 1000.0  # a player further behind the publisher than this has fallen behind
 MIN_ADVANCE = 0.9  # media time received per wall second
 MIN_TAG_RATIO = 0.95  # tags received per media second / tags in the clip per media second
 MIN_BITRATE_RATIO = 0.85  # received bitrate / clip bitrate
-OUT_CHUNK_SIZE = 4096
 # Above this share of a core the player process itself may be what falls behind.
 PLAYERS_SATURATED = 0.9
-CONNECT_BATCH = 25
 QUIET_CPU = 0.15  # share of a core below which a server counts as idle between series
 QUIET_LIMIT_S = 30.0
-START_TIMEOUT_S = 15.0
-REQUEST_TIMEOUT_S = 30.0
-
-AUDIO, VIDEO, SCRIPT = 8, 9, 18
-MEDIA_KINDS = (AUDIO, VIDEO)
-
-
-# ------------------------------------------------------------------------------- clip
-
-
-@dataclass(frozen=True, slots=True)
-class FlvFileTag:
-    kind: int
-    timestamp: int
-    body: bytes
-
-
-def read_flv_file(path: Path) -> list[FlvFileTag]:
-    data = path.read_bytes()
-    if data[:3] != b"FLV":
-        raise ValueError(f"{path} is not an FLV file")
-    pos = int.from_bytes(data[5:9], "big") + 4
-    tags: list[FlvFileTag] = []
-    while pos + 11 <= len(data):
-        size = int.from_bytes(data[pos + 1 : pos + 4], "big")
-        ts = int.from_bytes(data[pos + 4 : pos + 7], "big") | (data[pos + 7] << 24)
-        body = data[pos + 11 : pos + 11 + size]
-        if len(body) < size:
-            break
-        tags.append(FlvFileTag(data[pos] & 0x1F, ts, body))
-        pos += 11 + size + 4
-    return tags
-
-
-def is_sequence_header(tag: FlvFileTag) -> bool:
-    """AVC/HEVC decoder configuration or AAC AudioSpecificConfig (sent once per stream)."""
-    if tag.kind == VIDEO:
-        return len(tag.body) > 1 and tag.body[1] == 0 and (tag.body[0] & 0x0F) in (7, 12)
-    if tag.kind == AUDIO:
-        return len(tag.body) > 1 and (tag.body[0] >> 4) == 10 and tag.body[1] == 0
-    return False
-
-
-@dataclass(frozen=True)
-class Clip:
-    path: Path
-    tags: list[FlvFileTag]
-    period_ms: int  # one loop of the clip on the media timeline
-    media_bytes_per_s: float
-    media_tags_per_s: float
-
-    @property
-    def mbps(self) -> float:
-        return self.media_bytes_per_s * 8 / 1e6
-
-
-async def encode_clip(workdir: Path) -> Clip:
-    path = workdir / "clip.flv"
-    gop = CLIP_FPS * KEYFRAME_SECONDS
-    cmd = [
-        "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-        "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate={CLIP_FPS},noise=alls=12:allf=t",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-        "-t", str(CLIP_SECONDS),
-        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-        "-b:v", f"{CLIP_KBPS}k", "-minrate", f"{CLIP_KBPS}k", "-maxrate", f"{CLIP_KBPS}k",
-        "-bufsize", f"{CLIP_KBPS}k", "-x264-params", "nal-hrd=cbr",
-        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-        "-c:a", "aac", "-b:a", "128k",
-        "-f", "flv", str(path),
-    ]  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(*cmd, stderr=asyncio.subprocess.PIPE)
-    _, err = await asyncio.wait_for(proc.communicate(), 120)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg could not encode the clip: {err.decode(errors='replace')}")
-    tags = read_flv_file(path)
-    media = [t for t in tags if t.kind in MEDIA_KINDS and not is_sequence_header(t)]
-    last = max(t.timestamp for t in media)
-    period_ms = last + round(1000 / CLIP_FPS)
-    return Clip(
-        path,
-        tags,
-        period_ms,
-        sum(len(t.body) for t in media) * 1000 / period_ms,
-        len(media) * 1000 / period_ms,
-    )
-
-
-# ------------------------------------------------------------------------------- players
-
-
-class PlayerStats:
-    """What one player received: media payload bytes, tags, the newest media timestamp and,
-    for the latency player, the arrival time of each (kind, timestamp)."""
-
-    __slots__ = (
-        "arrivals",
-        "first_video_at",
-        "closed",
-        "error",
-        "first_media_at",
-        "media_bytes",
-        "newest_ts",
-        "tags",
-    )
-
-    def __init__(self, *, record_arrivals: bool = False) -> None:
-        self.media_bytes = 0
-        self.tags = 0
-        self.newest_ts = -1
-        self.first_media_at: float | None = None
-        # nginx-rtmp holds video back until a keyframe, so "playing" means video arrived.
-        self.first_video_at: float | None = None
-        self.closed = False
-        self.error: str | None = None
-        self.arrivals: dict[tuple[int, int], float] | None = {} if record_arrivals else None
-
-    def on_tag(self, kind: int, timestamp: int, size: int, now: float) -> None:
-        if kind not in MEDIA_KINDS:
-            return
-        self.media_bytes += size
-        self.tags += 1
-        if timestamp > self.newest_ts:
-            self.newest_ts = timestamp
-        if self.first_media_at is None:
-            self.first_media_at = now
-        if kind == VIDEO and self.first_video_at is None:
-            self.first_video_at = now
-        if self.arrivals is not None:
-            self.arrivals.setdefault((kind, timestamp), now)
-
-    def fail(self, reason: str) -> None:
-        if self.error is None:
-            self.error = reason
-
-
-class FlvTagScanner:
-    """Incremental FLV stream reader that looks only at tag headers (kind, timestamp, body
-    size) and skips the bodies, so an HTTP-FLV player costs almost nothing per byte."""
-
-    def __init__(self) -> None:
-        self._head = bytearray()
-        self._need = 9  # the FLV file header first, then 11-byte tag headers
-        self._skip = 0
-        self._in_tags = False
-
-    def feed(self, data: bytes | memoryview) -> list[tuple[int, int, int]]:
-        tags: list[tuple[int, int, int]] = []
-        pos, end = 0, len(data)
-        while pos < end:
-            if self._skip:
-                take = min(self._skip, end - pos)
-                self._skip -= take
-                pos += take
-                continue
-            take = min(self._need - len(self._head), end - pos)
-            self._head += data[pos : pos + take]
-            pos += take
-            if len(self._head) < self._need:
-                break
-            head = self._head
-            if not self._in_tags:
-                if head[:3] != b"FLV":
-                    raise ValueError("HTTP body is not FLV")
-                self._skip = int.from_bytes(head[5:9], "big") - 9 + 4
-                self._need = 11
-                self._in_tags = True
-            else:
-                size = (head[1] << 16) | (head[2] << 8) | head[3]
-                ts = (head[4] << 16) | (head[5] << 8) | head[6] | (head[7] << 24)
-                tags.append((head[0] & 0x1F, ts, size))
-                self._skip = size + 4
-            head.clear()
-        return tags
-
-
-class ChunkedBody:
-    """HTTP/1.1 chunked transfer decoding, incremental: returns the body pieces it holds."""
-
-    def __init__(self) -> None:
-        self._line = bytearray()
-        self._remaining = 0
-        self._crlf = 0
-        self.finished = False
-
-    def feed(self, data: memoryview) -> list[memoryview]:
-        pieces: list[memoryview] = []
-        pos, end = 0, len(data)
-        while pos < end and not self.finished:
-            if self._remaining:
-                take = min(self._remaining, end - pos)
-                pieces.append(data[pos : pos + take])
-                pos += take
-                self._remaining -= take
-                if not self._remaining:
-                    self._crlf = 2
-            elif self._crlf:
-                take = min(self._crlf, end - pos)
-                pos += take
-                self._crlf -= take
-            else:
-                newline = bytes(data[pos : pos + 1024]).find(b"\n")
-                if newline < 0:
-                    self._line += data[pos:]
-                    break
-                self._line += data[pos : pos + newline]
-                pos += newline + 1
-                size_text = bytes(self._line).split(b";")[0].strip()
-                self._line.clear()
-                size = int(size_text or b"0", 16)
-                if size == 0:
-                    self.finished = True
-                else:
-                    self._remaining = size
-        return pieces
-
-
-class HttpFlvPlayer(asyncio.Protocol):
-    """GET /{app}/{stream}.flv and count the tags of the endless FLV body."""
-
-    def __init__(self, path: str, stats: PlayerStats) -> None:
-        self.path = path
-        self.stats = stats
-        self.transport: asyncio.Transport | None = None
-        self._head = bytearray()
-        self._chunked: ChunkedBody | None = None
-        self._in_body = False
-        self._scanner = FlvTagScanner()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        request = f"GET {self.path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
-        transport.write(request.encode())
-
-    def data_received(self, data: bytes) -> None:
-        now = time.monotonic()
-        view = memoryview(data)
-        if not self._in_body:
-            self._head += data
-            end = self._head.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(self._head[:end]).decode("latin-1").lower()
-            status = head.split("\r\n", 1)[0]
-            if " 200 " not in status + " ":
-                self._stop(f"HTTP status {status!r}")
-                return
-            if "transfer-encoding: chunked" in head:
-                self._chunked = ChunkedBody()
-            view = memoryview(bytes(self._head[end + 4 :]))
-            self._head.clear()
-            self._in_body = True
-        pieces = self._chunked.feed(view) if self._chunked is not None else [view]
-        try:
-            for piece in pieces:
-                for kind, ts, size in self._scanner.feed(piece):
-                    self.stats.on_tag(kind, ts, size, now)
-        except ValueError as exc:
-            self._stop(str(exc))
-
-    def _stop(self, reason: str) -> None:
-        self.stats.fail(reason)
-        if self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.stats.closed = True
-
-
-class RtmpClient(asyncio.Protocol):
-    """A minimal RTMP client on the project's sans-IO pieces: handshake, connect,
-    createStream, then play (counting media) or publish (``send_tag``). ``ready`` resolves on
-    NetStream.Play.Start / NetStream.Publish.Start."""
-
-    def __init__(self, tc_url: str, stream: str, *, publish: bool, stats: PlayerStats) -> None:
-        self.tc_url = tc_url
-        self.stream = stream
-        self.publish = publish
-        self.stats = stats
-        self.handshake = ClientHandshake()
-        self.reader = ChunkReader()
-        self.writer = ChunkWriter()
-        self.transport: asyncio.Transport | None = None
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.stream_id = 0
-        self._next_txn = 2.0
-        self._create_txn = 0.0
-
-    # -- sending
-
-    def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def _command(self, name: str, *args: Any, stream_id: int = 0, txn: float | None = None) -> None:
-        if txn is None:
-            txn = self._next_txn
-            self._next_txn += 1
-        csid = 3 if stream_id == 0 else 8
-        payload = amf0.encode(name, txn, *args)
-        self._write(self.writer.write(csid, MessageType.COMMAND_AMF0, stream_id, 0, payload))
-
-    def send_tag(self, kind: int, timestamp: int, body: bytes) -> None:
-        csid = {AUDIO: 4, VIDEO: 6}.get(kind, 5)
-        self._write(self.writer.write(csid, kind, self.stream_id, timestamp, body))
-
-    def send_metadata(self, script_body: bytes) -> None:
-        """An FLV onMetaData script tag, sent the way publishers do (@setDataFrame)."""
-        payload = amf0.encode("@setDataFrame") + script_body
-        self._write(self.writer.write(5, MessageType.DATA_AMF0, self.stream_id, 0, payload))
-
-    def use_chunk_size(self, size: int) -> None:
-        self._write(self.writer.set_chunk_size(size))
-
-    # -- receiving
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self._write(self.handshake.data_to_send())
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            if not self.handshake.complete:
-                data = self.handshake.receive_data(data)
-                c2 = self.handshake.data_to_send()
-                if not self.handshake.complete:
-                    return
-                self._write(c2)
-                app = self.tc_url.rsplit("/", 1)[1]
-                obj = {"app": app, "type": "nonprivate", "tcUrl": self.tc_url}
-                if not self.publish:
-                    obj.update(fpad=False, capabilities=15.0, audioCodecs=3191.0)
-                    obj.update(videoCodecs=252.0, videoFunction=1.0)
-                self._command("connect", obj, txn=1.0)
-                if not data:
-                    return
-            now = time.monotonic()
-            for message in self.reader.receive_data(data):
-                self._on_message(message, now)
-            ack = self.reader.take_ack()
-            if ack is not None:
-                self._write(self.writer.acknowledgement(ack))
-        except Exception as exc:  # any protocol failure ends this one client, recorded
-            self._stop(f"{type(exc).__name__}: {exc}")
-
-    def _on_message(self, msg: RtmpMessage, now: float) -> None:
-        kind = msg.type_id
-        if kind in MEDIA_KINDS:
-            self.stats.on_tag(kind, msg.timestamp, len(msg.payload), now)
-        elif kind == MessageType.COMMAND_AMF0:
-            self._on_command(amf0.decode(msg.payload))
-        elif kind == MessageType.USER_CONTROL and msg.payload[:2] == b"\x00\x06":
-            self._write(self.writer.user_control(7, msg.payload[2:6]))  # ping -> pong
-
-    def _on_command(self, values: list[Any]) -> None:
-        name = values[0] if values else None
-        txn = values[1] if len(values) > 1 else 0.0
-        if name == "_result" and txn == 1.0:
-            if self.publish:
-                self._command("releaseStream", None, self.stream)
-                self._command("FCPublish", None, self.stream)
-            self._create_txn = self._next_txn
-            self._command("createStream", None)
-        elif name == "_result" and txn == self._create_txn and self._create_txn:
-            self.stream_id = int(values[3])
-            if self.publish:
-                self._command("publish", None, self.stream, "live", stream_id=self.stream_id)
-            else:
-                self._command("play", None, self.stream, -1000.0, stream_id=self.stream_id)
-                buffer_ms = (3000).to_bytes(4, "big")
-                self._write(
-                    self.writer.user_control(3, self.stream_id.to_bytes(4, "big") + buffer_ms)
-                )
-        elif name == "onStatus" and len(values) > 3 and isinstance(values[3], dict):
-            code = str(values[3].get("code", ""))
-            if values[3].get("level") == "error":
-                self._stop(f"server said {code}: {values[3].get('description', '')}")
-            elif code in ("NetStream.Publish.Start", "NetStream.Play.Start"):
-                if not self.ready.done():
-                    self.ready.set_result(None)
-        elif name == "_error":
-            self._stop(f"server answered _error to a command: {values[3:]}")
-
-    def _stop(self, reason: str) -> None:
-        self.stats.fail(reason)
-        if not self.ready.done():
-            self.ready.set_exception(ConnectionError(reason))
-        if self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.stats.closed = True
-        if not self.ready.done():
-            self.ready.set_exception(ConnectionError("connection closed before start"))
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where a server under test listens."""
-
-    name: str
-    rtmp_port: int
-    http_port: int | None  # None: no HTTP-FLV (nginx-rtmp)
-
-    def tc_url(self) -> str:
-        return f"rtmp://{HOST}:{self.rtmp_port}/{APP}"
-
-
-async def open_player(target: Target, kind: str, stream: str, stats: PlayerStats) -> Any:
-    """Connects one player; returns its transport."""
-    loop = asyncio.get_running_loop()
-    if kind == "flv":
-        assert target.http_port is not None
-        path = f"/{APP}/{stream}.flv"
-        transport, _ = await loop.create_connection(
-            lambda: HttpFlvPlayer(path, stats), HOST, target.http_port
-        )
-    else:
-        transport, _ = await loop.create_connection(
-            lambda: RtmpClient(target.tc_url(), stream, publish=False, stats=stats),
-            HOST,
-            target.rtmp_port,
-        )
-    return transport
-
-
-# ------------------------------------------------------------------------------- player process
-
-
-async def player_process_main(target: Target) -> None:
-    """The separate player process: JSON commands on stdin, one JSON answer line each."""
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    players: list[tuple[PlayerStats, Any]] = []
-
-    def answer(obj: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
-
-    async def connect(kind: str) -> tuple[PlayerStats, Any]:
-        stats = PlayerStats()
-        try:
-            transport = await open_player(target, kind, LOAD_STREAM, stats)
-        except OSError as exc:
-            stats.fail(f"connect: {exc}")
-            stats.closed = True
-            transport = None
-        return stats, transport
-
-    try:
-        while line := await stdin.readline():
-            request = json.loads(line)
-            op = request["op"]
-            if op == "grow":
-                missing = request["count"] - len(players)
-                while missing > 0:
-                    batch = min(missing, CONNECT_BATCH)
-                    players += await asyncio.gather(
-                        *(connect(request["kind"]) for _ in range(batch))
-                    )
-                    missing -= batch
-                deadline = time.monotonic() + START_TIMEOUT_S
-                while time.monotonic() < deadline and any(
-                    s.first_video_at is None and not s.closed for s, _ in players
-                ):
-                    await asyncio.sleep(0.05)
-                errors = sorted({s.error for s, _ in players if s.error})
-                playing = sum(
-                    1 for s, _ in players if s.first_video_at is not None and not s.closed
-                )
-                answer({"players": len(players), "playing": playing, "errors": errors[:3]})
-            elif op == "snap":
-                answer(
-                    {
-                        "t": time.monotonic(),
-                        "cpu_s": time.process_time(),
-                        "players": [
-                            [s.media_bytes, s.tags, s.newest_ts, not s.closed] for s, _ in players
-                        ],
-                        "errors": sorted({s.error for s, _ in players if s.error})[:3],
-                    }
-                )
-            elif op == "reset":
-                for _, transport in players:
-                    if transport is not None:
-                        transport.close()
-                players.clear()
-                await asyncio.sleep(0.2)
-                answer({"players": 0})
-            else:
-                break
-    finally:
-        for _, transport in players:
-            if transport is not None:
-                transport.close()
-
-
-class PlayerFleet:
-    """The bench's handle on one player process."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-
-    @classmethod
-    async def start(cls, target: Target) -> PlayerFleet:
-        args = [sys.executable, str(Path(__file__).resolve()), "--player-process", target.name]
-        args += ["--rtmp-port", str(target.rtmp_port)]
-        if target.http_port is not None:
-            args += ["--http-port", str(target.http_port)]
-        proc = await asyncio.create_subprocess_exec(
-            *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
-        )
-        return cls(proc)
-
-    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write((json.dumps({"op": op, **fields}) + "\n").encode())
-        await self.proc.stdin.drain()
-        line = await asyncio.wait_for(self.proc.stdout.readline(), REQUEST_TIMEOUT_S)
-        if not line:
-            raise RuntimeError("the player process exited")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(Exception):
-                await self.request("quit")  # no answer: the process exits
-            # Signalling a child that exited on its own reaps it behind asyncio's back
-            # (Popen.send_signal polls first), so give it the time to be seen exiting.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.proc.wait(), 5)
-        await stop_process(self.proc)
-
-
-# ------------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a process, all its threads, user and system, in ns resolution from the
-    scheduler's per-thread run time (/proc/PID/task/*/schedstat); utime+stime in
-    /proc/PID/stat count whole 10 ms ticks, too coarse for nginx's few ms a second."""
-    total_ns = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            total_ns += int((task / "schedstat").read_text().split()[0])
-    return total_ns / 1e9
-
-
-def machine_jiffies() -> tuple[int, int]:
-    """(busy, total) jiffies of all cores since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]
-    total = sum(values[:8])
-    return total - idle, total
-
-
-async def stop_process(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), 5)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-
-
-async def wait_listening(port: int, proc: asyncio.subprocess.Process, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.returncode is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}): {tail(log)}")
-        try:
-            _, writer = await asyncio.open_connection(HOST, port)
-        except OSError:
-            await asyncio.sleep(0.1)
-            continue
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return
-    raise RuntimeError(f"nothing listens on port {port} after 30 s: {tail(log)}")
-
-
-def tail(path: Path, lines: int = 8) -> str:
-    try:
-        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-@dataclass
-class Server:
-    target: Target
-    proc: asyncio.subprocess.Process
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-
-async def start_roi_relay(workdir: Path) -> Server:
-    rtmp_port, http_port = free_port(), free_port()
-    data_dir = workdir / "roi-relay-data"
-    log = workdir / "roi-relay.log"
-    args = ["-m", "app.cli", "serve", "--host", HOST, "--rtmp-port", str(rtmp_port)]
-    args += ["--http-port", str(http_port), "--data-dir", str(data_dir), "--log-level", "warning"]
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *args,
-            cwd=ROOT,
-            stdout=out,
-            stderr=out,
-            stdin=asyncio.subprocess.DEVNULL,
-        )
-    server = Server(Target("roi-relay", rtmp_port, http_port), proc, log)
-    await wait_listening(http_port, proc, log)
-    await wait_listening(rtmp_port, proc, log)
-    return server
-
-
-async def start_nginx(workdir: Path) -> Server:
-    prefix = workdir / "nginx"
-    (prefix / "logs").mkdir(parents=True)
-    port = free_port()
-    conf = prefix / "nginx.conf"
-    conf.write_text(
-        f"""load_module {NGINX_MODULE};
-daemon off;
-master_process off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/logs/error.log warn;
-events {{ worker_connections 4096; }}
-rtmp {{
-    server {{
-        listen {HOST}:{port};
-        chunk_size {OUT_CHUNK_SIZE};
-        application {APP} {{ live on; }}
-    }}
-}}
-"""
-    )
-    log = prefix / "logs" / "stderr.log"
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            "nginx", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "logs" / "error.log"),
-            stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-    server = Server(Target("nginx-rtmp", port, None), proc, log)
-    await wait_listening(port, proc, prefix / "logs" / "error.log")
-    return server
-
-
-class FfmpegPublisher:
-    """ffmpeg -re -stream_loop -1 pushing the clip; -progress tells its newest timestamp."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
-        self.proc = proc
-        self.log = log
-        self.out_ms: float | None = None
-        self.out_at = 0.0
-        self._reader = asyncio.get_running_loop().create_task(self._read_progress())
-
-    @classmethod
-    async def start(cls, clip: Clip, target: Target, workdir: Path) -> FfmpegPublisher:
-        log = workdir / f"ffmpeg-{target.name}.log"
-        url = f"{target.tc_url()}/{LOAD_STREAM}"
-        with log.open("wb") as err:
-            proc = await asyncio.create_subprocess_exec(
-                "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-nostats",
-                "-re", "-stream_loop", "-1", "-i", str(clip.path), "-c", "copy",
-                "-progress", "pipe:1", "-stats_period", "0.25", "-f", "flv", url,
-                stdout=asyncio.subprocess.PIPE, stderr=err, stdin=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
-        publisher = cls(proc, log)
-        deadline = time.monotonic() + 15
-        while publisher.out_ms is None or publisher.out_ms < 500:
-            if proc.returncode is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ffmpeg publisher did not start: {tail(log)}")
-            await asyncio.sleep(0.05)
-        return publisher
-
-    async def _read_progress(self) -> None:
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            key, _, value = line.decode(errors="replace").strip().partition("=")
-            if key == "out_time_us" and value.lstrip("-").isdigit():
-                self.out_ms = int(value) / 1000
-                self.out_at = time.monotonic()
-
-    def newest_ms(self, at: float) -> float:
-        """The publisher's newest media timestamp at monotonic time ``at`` (it runs in real
-        time between progress reports)."""
-        assert self.out_ms is not None
-        return self.out_ms + (at - self.out_at) * 1000
-
-    async def stop(self) -> None:
-        await stop_process(self.proc)
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
 
 
 # ------------------------------------------------------------------------------- scaling steps
@@ -1008,7 +300,7 @@ async def measure_latency(
     records when each tag arrives."""
     loop = asyncio.get_running_loop()
     stream = f"latency-{kind}"
-    publisher = RtmpClient(target.tc_url(), stream, publish=True, stats=PlayerStats())
+    publisher = rtmp_client(target, stream, PlayerStats(), publish=True)
     transport, _ = await loop.create_connection(lambda: publisher, HOST, target.rtmp_port)
     player_stats = PlayerStats(record_arrivals=True)
     player_transport: Any = None
@@ -1016,9 +308,9 @@ async def measure_latency(
     try:
         await asyncio.wait_for(publisher.ready, 10)
         publisher.use_chunk_size(OUT_CHUNK_SIZE)
-        script = next((t for t in clip.tags if t.kind == SCRIPT), None)
+        script = clip.script_tag()
         if script is not None:
-            publisher.send_metadata(script.body)
+            publisher.send_metadata(script.payload)
         start = time.monotonic()
         end = start + seconds + 1.0
         player_at = start + 1.0  # the stream must be live before an HTTP-FLV GET
@@ -1026,7 +318,7 @@ async def measure_latency(
         while time.monotonic() < end:
             offset = loop_index * clip.period_ms
             for tag in clip.tags:
-                if tag.kind not in MEDIA_KINDS or (loop_index and is_sequence_header(tag)):
+                if tag.kind not in MEDIA_KINDS or (loop_index and tag.sequence_header):
                     continue
                 ts = tag.timestamp + offset
                 delay = start + ts / 1000 - time.monotonic()
@@ -1036,7 +328,7 @@ async def measure_latency(
                     player_transport = await open_player(target, kind, stream, player_stats)
                 if time.monotonic() >= end:
                     break
-                publisher.send_tag(tag.kind, ts, tag.body)
+                publisher.send_media(tag.kind, ts, tag.payload)
                 sent.setdefault((tag.kind, ts), time.monotonic())
             loop_index += 1
         await asyncio.sleep(0.5)  # let the last tags arrive
@@ -1076,9 +368,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--latency-seconds", type=float, help="seconds of latency samples (default 6)"
     )
     parser.add_argument("--skip-nginx", action="store_true", help="measure roi-relay only")
-    parser.add_argument("--player-process", help=argparse.SUPPRESS)
-    parser.add_argument("--rtmp-port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--http-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     quick = args.quick
     args.steps = [
@@ -1234,10 +523,6 @@ async def bench(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.player_process:
-        target = Target(args.player_process, args.rtmp_port, args.http_port)
-        asyncio.run(player_process_main(target))
-        return 0
     if not NGINX_MODULE.exists() and not args.skip_nginx:
         print(f"{NGINX_MODULE} is missing: apt-get install libnginx-mod-rtmp (or --skip-nginx)")
         return 2

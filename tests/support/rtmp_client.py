@@ -1,10 +1,13 @@
-"""A minimal RTMP client built from the sans-IO pieces, for driving the server session in
-unit tests and for hand-crafted (good or bad) traffic over real sockets."""
+"""A minimal RTMP client built from the sans-IO pieces: for driving the server session in
+unit tests, for hand-crafted (good or bad) traffic over real sockets, and as the cheap
+asyncio player and publisher of bench/relay.py (hundreds of them in one process)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from app.rtmp import amf0
@@ -16,25 +19,36 @@ from app.rtmp.session import Event, RtmpServerSession
 class ClientProtocol:
     """Client-side framing: build messages to send, parse what the server sent."""
 
-    def __init__(self, *, digest: bool = False, scheme: int = 0) -> None:
+    def __init__(
+        self, *, digest: bool = False, scheme: int = 0, keep_messages: bool = True
+    ) -> None:
         self.handshake = ClientHandshake(digest=digest, scheme=scheme)
         self.writer = ChunkWriter()
         self.reader = ChunkReader()
+        # A long-running player hands messages on instead of keeping them.
+        self.keep_messages = keep_messages
         self.messages: list[RtmpMessage] = []
         self._txn = 2.0  # 1 is connect
+        self.last_txn = 0.0  # the transaction id of the latest command sent
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> list[RtmpMessage]:
+        """Takes bytes from the server; returns the messages they completed."""
         if not self.handshake.complete:
             data = self.handshake.receive_data(data)
             if not self.handshake.complete:
-                return
-        if data:
-            self.messages.extend(self.reader.receive_data(data))
+                return []
+        if not data:
+            return []
+        messages = self.reader.receive_data(data)
+        if self.keep_messages:
+            self.messages.extend(messages)
+        return messages
 
     def command(self, name: str, *args: Any, stream_id: int = 0, txn: float | None = None) -> bytes:
         if txn is None:
             txn = self._txn
             self._txn += 1
+        self.last_txn = txn
         csid = 3 if stream_id == 0 else 8
         return self.writer.write(
             csid, MessageType.COMMAND_AMF0, stream_id, 0, amf0.encode(name, txn, *args)
@@ -138,3 +152,139 @@ class SocketClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+MediaCallback = Callable[[int, int, int, float], None]  # type id, timestamp, size, arrival
+
+
+class AsyncRtmpClient(asyncio.Protocol):
+    """An asyncio RTMP client on ClientProtocol: handshake, connect, createStream, then play
+    (each audio/video message goes to ``on_media`` and is not kept) or publish
+    (``send_media``). ``ready`` resolves on NetStream.Play.Start / NetStream.Publish.Start;
+    a protocol failure or an error status closes the connection and is passed to
+    ``on_error``. Cheap enough to hold hundreds in one process."""
+
+    def __init__(
+        self,
+        tc_url: str,
+        stream: str,
+        *,
+        publish: bool = False,
+        on_media: MediaCallback | None = None,
+        on_error: Callable[[str], None] | None = None,
+        on_closed: Callable[[], None] | None = None,
+    ) -> None:
+        self.tc_url = tc_url
+        self.stream = stream
+        self.publish = publish
+        self.on_media = on_media
+        self.on_error = on_error
+        self.on_closed = on_closed
+        self.proto = ClientProtocol(keep_messages=False)
+        self.transport: asyncio.Transport | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.stream_id = 0
+        self._create_txn = 0.0
+
+    # -- sending
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _command(self, name: str, *args: Any, stream_id: int = 0) -> None:
+        self._write(self.proto.command(name, *args, stream_id=stream_id))
+
+    def send_media(self, type_id: int, timestamp: int, body: bytes) -> None:
+        """An audio (8) or video (9) message on the published stream."""
+        csid = {MessageType.AUDIO: 4, MessageType.VIDEO: 6}.get(type_id, 5)
+        self._write(self.proto.writer.write(csid, type_id, self.stream_id, timestamp, body))
+
+    def send_metadata(self, script_body: bytes) -> None:
+        """An FLV onMetaData script tag, sent the way publishers do (@setDataFrame)."""
+        payload = amf0.encode("@setDataFrame") + script_body
+        self._write(self.proto.writer.write(5, MessageType.DATA_AMF0, self.stream_id, 0, payload))
+
+    def use_chunk_size(self, size: int) -> None:
+        self._write(self.proto.writer.set_chunk_size(size))
+
+    # -- receiving
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._write(self.proto.handshake.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            handshaking = not self.proto.handshake.complete
+            messages = self.proto.feed(data)
+            if handshaking and self.proto.handshake.complete:
+                self._write(self.proto.handshake.data_to_send())  # C2
+                extra: dict[str, Any] = {}
+                if not self.publish:  # what players such as ffplay announce
+                    extra = dict(fpad=False, capabilities=15.0, audioCodecs=3191.0)
+                    extra.update(videoCodecs=252.0, videoFunction=1.0)
+                app = self.tc_url.rsplit("/", 1)[1]
+                self._write(self.proto.connect(app, self.tc_url, **extra))
+            now = time.monotonic()
+            for message in messages:
+                self._on_message(message, now)
+            ack = self.proto.reader.take_ack()
+            if ack is not None:
+                self._write(self.proto.writer.acknowledgement(ack))
+        except Exception as exc:  # any protocol failure ends this one client, reported
+            self._stop(f"{type(exc).__name__}: {exc}")
+
+    def _on_message(self, msg: RtmpMessage, now: float) -> None:
+        kind = msg.type_id
+        if kind in (MessageType.AUDIO, MessageType.VIDEO):
+            if self.on_media is not None:
+                self.on_media(kind, msg.timestamp, len(msg.payload), now)
+        elif kind == MessageType.COMMAND_AMF0:
+            self._on_command(amf0.decode(msg.payload))
+        elif kind == MessageType.USER_CONTROL and msg.payload[:2] == b"\x00\x06":
+            self._write(self.proto.writer.user_control(7, msg.payload[2:6]))  # ping -> pong
+
+    def _on_command(self, values: list[Any]) -> None:
+        name = values[0] if values else None
+        txn = values[1] if len(values) > 1 else 0.0
+        if name == "_result" and txn == 1.0:
+            if self.publish:
+                self._command("releaseStream", None, self.stream)
+                self._command("FCPublish", None, self.stream)
+            self._command("createStream", None)
+            self._create_txn = self.proto.last_txn
+        elif name == "_result" and txn == self._create_txn and self._create_txn:
+            self.stream_id = int(values[3])
+            if self.publish:
+                self._command("publish", None, self.stream, "live", stream_id=self.stream_id)
+            else:
+                self._command("play", None, self.stream, -1000.0, stream_id=self.stream_id)
+                buffer_ms = (3000).to_bytes(4, "big")
+                self._write(
+                    self.proto.writer.user_control(3, self.stream_id.to_bytes(4, "big") + buffer_ms)
+                )
+        elif name == "onStatus" and len(values) > 3 and isinstance(values[3], dict):
+            code = str(values[3].get("code", ""))
+            if values[3].get("level") == "error":
+                self._stop(f"server said {code}: {values[3].get('description', '')}")
+            elif code in ("NetStream.Publish.Start", "NetStream.Play.Start"):
+                if not self.ready.done():
+                    self.ready.set_result(None)
+        elif name == "_error":
+            self._stop(f"server answered _error to a command: {values[3:]}")
+
+    def _stop(self, reason: str) -> None:
+        if self.on_error is not None:
+            self.on_error(reason)
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(reason))
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.on_closed is not None:
+            self.on_closed()
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("connection closed before start"))
