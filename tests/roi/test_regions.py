@@ -1,4 +1,4 @@
-"""Every rule of the ROI string (reference/roi-video-encoding.txt), as unit and property tests."""
+"""Every rule of the ROI string (docs/roi-rules.md), as unit and property tests."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def rects(regions: list[Region]) -> list[tuple[int, int, int, int, int]]:
 # --- syntax ---------------------------------------------------------------------------------
 
 
-def test_parses_the_reference_example() -> None:
+def test_parses_the_documented_example() -> None:
     assert rects(parse_roi("80,560-300,760=-6")) == [(80, 560, 300, 760, -6)]
     assert rects(parse_roi("1,2-3,4=-1;5,6-7,8=2")) == [(1, 2, 3, 4, -1), (5, 6, 7, 8, 2)]
 
