@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.browser import CHROMIUM, launch_chromium  # noqa: E402
+from tests.support.browser import CHROMIUM, chromium  # noqa: E402
 from tests.support.relay_harness import RunningRelay  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 640, 360, 25
@@ -230,10 +230,7 @@ def main() -> None:
             out, _ = player.communicate(timeout=args.seconds + 30)
             results["baseline (PyAV HTTP-FLV)"] = json.loads(out.strip().splitlines()[-1])
             if not args.no_browser and CHROMIUM.exists():
-                from playwright.sync_api import sync_playwright
-
-                with sync_playwright() as playwright:
-                    browser = launch_chromium(playwright)
+                with chromium() as browser:
                     for transport, seconds in (
                         ("whep", args.seconds),
                         ("flv", args.seconds),
@@ -243,7 +240,6 @@ def main() -> None:
                         results[f"browser {transport}"] = browser_player(
                             browser, relay.http_url, transport, seconds
                         )
-                    browser.close()
         finally:
             publisher.kill()
             publisher.wait(10)

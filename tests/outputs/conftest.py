@@ -1,4 +1,5 @@
-"""The player-side routers on a real uvicorn server over a real hub, and a hub feeder.
+"""The player-side routers on a real uvicorn server over a real hub, a hub feeder, and
+headless Chromium for the player tests.
 
 The hub is fed directly (packets from real PyAV-encoded FLV), so these tests do not depend
 on RTMP ingest; app/server.py composes the same routers in the product.
@@ -27,6 +28,7 @@ from app.outputs.flv import HttpFlvPlayback
 from app.outputs.hls import HlsService
 from app.outputs.webrtc import WhepService
 from tests.outputs.media import feed_live
+from tests.support.browser import CHROMIUM, chromium
 
 T = TypeVar("T")
 
@@ -121,3 +123,11 @@ def player_server() -> Iterator[PlayerServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed")
+    with chromium() as launched:
+        yield launched

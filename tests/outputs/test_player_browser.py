@@ -9,7 +9,6 @@ blur must soften the background but not the block.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +20,11 @@ from app.media.packet import MediaPacket
 from app.media.sei import build_roi_sei
 from tests.outputs.conftest import PlayerServer
 from tests.outputs.media import face_box, face_frame, with_roi
-from tests.support.browser import CHROMIUM, launch_chromium
 from tests.support.clips import encode_flv, flv_packets
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 DANMAKU_BGR = (255, 0, 255)  # comments are drawn in magenta, which the video never contains
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

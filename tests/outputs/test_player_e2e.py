@@ -12,7 +12,6 @@ import pytest
 
 from tests.outputs.test_player_browser import (
     bbox,
-    browser,  # noqa: F401 - the module-scoped Chromium fixture
     danmaku_pixels,
     load,
     overlay_green,
@@ -26,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 def test_face_push_plays_in_the_browser_with_regions_kept_clear(
     relay_factory: Any,
-    browser: Any,  # noqa: F811
+    browser: Any,
     tmp_path: Path,
 ) -> None:
     relay = relay_factory(template_activation_delay=0)

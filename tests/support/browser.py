@@ -3,6 +3,8 @@ downloaded by a test tool)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,15 @@ CHROMIUM_ARGS = [
 ]
 
 
-def launch_chromium(playwright: Any) -> Any:
-    """A Playwright Browser on Debian's Chromium."""
-    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """A Playwright Browser on Debian's Chromium, closed afterwards (callers check that
+    CHROMIUM exists first)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -17,7 +17,7 @@ from app.api.streams import streams_router
 from app.hub import Hub, StreamKey
 from app.templates.rules import DESCRIPTION_RULE, NAME_RULE
 from app.templates.store import TemplateStore
-from tests.support.browser import CHROMIUM, launch_chromium
+from tests.support.browser import CHROMIUM, chromium
 from tests.templates.conftest import build_app, live_server
 
 TOKEN = "console-token"
@@ -32,12 +32,8 @@ pytestmark = [
 
 @pytest.fixture
 def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = launch_chromium(playwright)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def _relay_app(store: TemplateStore, hub: Hub | None) -> FastAPI:
