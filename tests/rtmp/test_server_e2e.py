@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import shutil
 import struct
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +25,7 @@ from app.rtmp import amf0
 from app.rtmp.chunk import MessageType
 from app.rtmp.handshake import ClientHandshake
 from app.rtmp.server import RtmpServer
+from tests.support.av_client import client_command, client_result
 from tests.support.rtmp_client import SocketClient
 
 pytestmark = pytest.mark.slow
@@ -96,11 +95,8 @@ async def run(*cmd: str, timeout: float = 60.0) -> tuple[int, str, str]:
 
 
 async def av_client(action: str, url: str, *args: str, timeout: float = 60.0) -> dict[str, Any]:
-    rc, out, err = await run(
-        sys.executable, "-m", "tests.support.av_client", action, url, *args, timeout=timeout
-    )
-    assert rc == 0, f"PyAV {action} failed ({rc}): {err[-2000:]}"
-    return json.loads(out.strip().splitlines()[-1])
+    rc, out, err = await run(*client_command(action, url, *args), timeout=timeout)
+    return client_result(action, rc, out, err)
 
 
 def ffmpeg_push_cmd(
@@ -245,9 +241,7 @@ async def test_late_player_starts_on_a_keyframe(start_relay: StartRelay) -> None
 async def test_play_of_a_stream_that_is_not_live(start_relay: StartRelay) -> None:
     relay = await start_relay()
     started = time.monotonic()
-    rc, _, err = await run(
-        sys.executable, "-m", "tests.support.av_client", "play", relay.url("live/none"), timeout=30
-    )
+    rc, _, err = await run(*client_command("play", relay.url("live/none")), timeout=30)
     assert rc != 0
     assert time.monotonic() - started < 15
 

@@ -23,7 +23,7 @@ from typing import Any
 import av
 import numpy as np
 
-from tests.support.clips import FACE_PHOTO
+from tests.support.clips import FACE_PHOTO, TONE_RATE, TONE_SAMPLES, tone_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,7 +81,7 @@ def push(args: argparse.Namespace) -> dict[str, Any]:
             }
         audio = None
         if args.audio:
-            audio = out.add_stream("aac", rate=44100)
+            audio = out.add_stream("aac", rate=TONE_RATE)
             audio.layout = "stereo"
         start = time.monotonic()
         audio_pts = 0
@@ -99,15 +99,9 @@ def push(args: argparse.Namespace) -> dict[str, Any]:
             vf.pts, vf.time_base = i, fractions.Fraction(1, fps)
             mux(video.encode(vf))
             sent["video_frames"] += 1
-            while audio is not None and audio_pts < (i + 1) * 44100 / fps:
-                t = (np.arange(1024) + audio_pts) / 44100
-                tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-                af = av.AudioFrame.from_ndarray(
-                    np.stack([tone, tone]), format="fltp", layout="stereo"
-                )
-                af.sample_rate, af.pts = 44100, audio_pts
-                mux(audio.encode(af))
-                audio_pts += 1024
+            while audio is not None and audio_pts < (i + 1) * TONE_RATE / fps:
+                mux(audio.encode(tone_frame(audio_pts)))
+                audio_pts += TONE_SAMPLES
                 sent["audio_frames"] += 1
             delay = start + (i + 1) / fps - time.monotonic()
             if args.realtime and delay > 0:
@@ -211,21 +205,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def client_command(action: str, url: str, *args: str) -> list[str]:
+    """The command line of a PyAV client process (run with the repository as cwd)."""
+    return [sys.executable, "-m", "tests.support.av_client", action, url, *args]
+
+
+def client_result(action: str, returncode: int | None, out: str, err: str) -> dict[str, Any]:
+    """The JSON line a client printed, once it exited cleanly."""
+    assert returncode == 0, f"PyAV {action} failed ({returncode}): {err[-2000:]}"
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
 def run_client(action: str, url: str, *args: str, timeout: float = 90.0) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.support.av_client", action, url, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, f"PyAV {action} failed ({proc.returncode}): {proc.stderr[-2000:]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return finish_client(start_client(action, url, *args), timeout)
 
 
 def start_client(action: str, url: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.support.av_client", action, url, *args],
+        client_command(action, url, *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -258,9 +256,13 @@ def covers_face(region: dict[str, Any], pan_margin: float = 20) -> bool:
 
 
 def finish_client(proc: subprocess.Popen[str], timeout: float = 90.0) -> dict[str, Any]:
-    out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, f"PyAV client failed ({proc.returncode}): {err[-2000:]}"
-    return json.loads(out.strip().splitlines()[-1])
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return client_result("client", proc.returncode, out, err)
 
 
 def main() -> None:

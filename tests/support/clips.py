@@ -86,6 +86,19 @@ def gray_frame(index: int, width: int, height: int) -> np.ndarray:
     return np.repeat(level[:, :, None], 3, axis=2)
 
 
+TONE_RATE = 44100
+TONE_SAMPLES = 1024  # one AAC frame
+
+
+def tone_frame(pts: int) -> av.AudioFrame:
+    """One AAC frame's worth of a 440 Hz stereo tone, starting at sample ``pts``."""
+    t = (np.arange(TONE_SAMPLES) + pts) / TONE_RATE
+    tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
+    frame.sample_rate, frame.pts = TONE_RATE, pts
+    return frame
+
+
 def encode_flv(
     seconds: float = 3.0,
     fps: int = 25,
@@ -110,7 +123,7 @@ def encode_flv(
             vs.codec_context.options = {"preset": "ultrafast", "x265-params": "log-level=error"}
         aus = None
         if audio:
-            aus = out.add_stream("aac", rate=44100)
+            aus = out.add_stream("aac", rate=TONE_RATE)
             aus.layout = "stereo"
         audio_pts = 0
         for i in range(frames):
@@ -118,16 +131,9 @@ def encode_flv(
             vf.pts = i
             vf.time_base = fractions.Fraction(1, fps)
             out.mux(vs.encode(vf))
-            while aus is not None and audio_pts < (i + 1) * 44100 / fps:
-                t = (np.arange(1024) + audio_pts) / 44100
-                tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-                af = av.AudioFrame.from_ndarray(
-                    np.stack([tone, tone]), format="fltp", layout="stereo"
-                )
-                af.sample_rate = 44100
-                af.pts = audio_pts
-                out.mux(aus.encode(af))
-                audio_pts += 1024
+            while aus is not None and audio_pts < (i + 1) * TONE_RATE / fps:
+                out.mux(aus.encode(tone_frame(audio_pts)))
+                audio_pts += TONE_SAMPLES
         out.mux(vs.encode(None))
         if aus is not None:
             out.mux(aus.encode(None))
