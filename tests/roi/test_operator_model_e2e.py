@@ -10,9 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.av_client import finish_client, start_client
-from tests.browser import CHROMIUM, launch_chromium
-from tests.roi.test_live_roi_e2e import face_push
+from tests.support.av_client import face_push, finish_client, start_client
+from tests.support.browser import CHROMIUM, chromium
 
 pytestmark = pytest.mark.slow
 
@@ -87,46 +86,42 @@ def test_operator_model_template_over_rest_and_a_push(relay_factory, models_dir:
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed")
 def test_operator_model_in_the_console(relay_factory, models_dir: Path, tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     relay = relay_factory(template_activation_delay=1, models_dir=models_dir)
     errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("dialog", lambda dialog: dialog.accept())
-            page.goto(f"{relay.http_url}/console")
-            page.click("#new-template")
-            expect(page.locator("#field-model option")).to_have_text(
-                ["General", "HonorOfKings", "NBA2K", "LiveShows", "Salient"]
-            )
-            page.fill("#field-name", "sal2")
-            page.select_option("#field-model", "Salient")
-            page.click("#save-template")
-            row = page.locator('tr[data-name="roisal2"]')
-            expect(row).to_contain_text("Salient")
-            expect(row.locator(".badge.active")).to_have_text("active", timeout=10_000)
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.goto(f"{relay.http_url}/console")
+        page.click("#new-template")
+        expect(page.locator("#field-model option")).to_have_text(
+            ["General", "HonorOfKings", "NBA2K", "LiveShows", "Salient"]
+        )
+        page.fill("#field-name", "sal2")
+        page.select_option("#field-model", "Salient")
+        page.click("#save-template")
+        row = page.locator('tr[data-name="roisal2"]')
+        expect(row).to_contain_text("Salient")
+        expect(row.locator(".badge.active")).to_have_text("active", timeout=10_000)
 
-            row.locator("button.edit").click()
-            page.fill("#field-delta_qp", "-9")
-            page.click("#save-template")
-            expect(row.locator("td.num").first).to_have_text("-9", timeout=10_000)
-            page.screenshot(path=str(tmp_path / "console-operator-model.png"), full_page=True)
+        row.locator("button.edit").click()
+        page.fill("#field-delta_qp", "-9")
+        page.click("#save-template")
+        expect(row.locator("td.num").first).to_have_text("-9", timeout=10_000)
+        page.screenshot(path=str(tmp_path / "console-operator-model.png"), full_page=True)
 
-            row.locator("button.delete").click()
-            expect(row).to_have_count(0)
+        row.locator("button.delete").click()
+        expect(row).to_have_count(0)
 
-            # A name given with the prefix: saved as asked, with the console saying what it is.
-            page.click("#new-template")
-            page.fill("#field-name", "roiface1")
-            page.click("#save-template")
-            expect(page.locator("#message.warn")).to_contain_text("create it as 'face1'")
-            page.locator('tr[data-name="roiroiface1"] button.delete').click()
-            expect(page.locator('tr[data-name="roiroiface1"]')).to_have_count(0)
-            page.close()
-        finally:
-            browser.close()
+        # A name given with the prefix: saved as asked, with the console saying what it is.
+        page.click("#new-template")
+        page.fill("#field-name", "roiface1")
+        page.click("#save-template")
+        expect(page.locator("#message.warn")).to_contain_text("create it as 'face1'")
+        page.locator('tr[data-name="roiroiface1"] button.delete').click()
+        expect(page.locator('tr[data-name="roiroiface1"]')).to_have_count(0)
+        page.close()
     assert errors == []
     assert httpx.get(f"{relay.http_url}/api/v1/roi-templates", timeout=5).json() == []
