@@ -58,7 +58,7 @@ async def push_at_pace(stream: Any, packets: list[Any]) -> None:
 @pytest.fixture(scope="module")
 def face_packets(tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
     path = tmp_path_factory.mktemp("clip") / "face.flv"
-    return flv_packets(face_clip(path, 320, 240, 3, gop=30, preset="ultrafast"))
+    return flv_packets(face_clip(path, 320, 240, 3, gop=30, preset="ultrafast"), media_only=True)
 
 
 async def test_no_thread_of_the_roi_stage_touches_the_stream(
