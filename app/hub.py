@@ -37,6 +37,8 @@ MAX_QUEUE_PACKETS = 4000
 # joining then waits as long for a picture, and HLS segments cannot be shorter.
 LONG_KEYFRAME_INTERVAL_MS = 4000
 _NAL_CODECS: dict[str, Literal["h264", "hevc"]] = {"avc1": "h264", "hvc1": "hevc"}
+# The latest refused push per stream name is kept for this many names (for waiting players).
+MAX_REMEMBERED_REFUSALS = 1000
 # A player that keeps falling behind is logged once per this many seconds, not once per skip.
 SKIP_LOG_INTERVAL_S = 30.0
 
@@ -564,9 +566,17 @@ class HubCounters:
     bytes_out: int = 0
     dropped_frames: int = 0
     streams_started: int = 0
+    # The latest refused push per stream name (wall time, reason), so a waiting player can
+    # say why nothing plays; bounded, oldest forgotten first.
+    last_refusals: dict[StreamKey, tuple[float, str]] = field(default_factory=dict)
 
-    def refused(self, reason: str) -> None:
+    def refused(self, reason: str, key: StreamKey | None = None) -> None:
         self.refused_pushes[reason] = self.refused_pushes.get(reason, 0) + 1
+        if key is not None:
+            self.last_refusals.pop(key, None)
+            self.last_refusals[key] = (time.time(), reason)
+            while len(self.last_refusals) > MAX_REMEMBERED_REFUSALS:
+                del self.last_refusals[next(iter(self.last_refusals))]
 
 
 class Hub:
