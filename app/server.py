@@ -88,7 +88,14 @@ class Relay:
 
         @app.get("/healthz", tags=["ops"], summary="Liveness")
         async def healthz() -> dict[str, Any]:
-            return {"status": "ok", "streams": len(self.hub.streams()), "version": __version__}
+            return {
+                "status": "ok",
+                "streams": len(self.hub.streams()),
+                "version": __version__,
+                # What the console needs to show the push URL to copy into OBS.
+                "rtmp_port": self.rtmp_port,
+                "push_auth": bool(self.settings.push_key or self.settings.push_backup_key),
+            }
 
         @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse, summary="Prometheus")
         async def metrics() -> Response:  # async: on the loop, which owns stream state

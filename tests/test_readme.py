@@ -85,6 +85,7 @@ def test_quick_start_runs_as_written(tmp_path: Path) -> None:
         "ROI_RELAY_HTTP_PORT": str(http),
         "ROI_RELAY_RTMP_PORT": str(rtmp),
         "ROI_RELAY_DATA_DIR": str(tmp_path / "data"),
+        "ROI_RELAY_LOG_LEVEL": "warning",
     }
     # The README's `.venv/bin/roi-relay` is the console script of this same code.
     serve = serve.replace(".venv/bin/roi-relay", f"{sys.executable} -m app.cli")
