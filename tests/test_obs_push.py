@@ -174,9 +174,35 @@ def plays_with_regions(relay: RunningRelay) -> dict[str, Any]:
     return got
 
 
+def screenshot_player(relay: RunningRelay, path: Path) -> None:
+    """The web player on OBS's stream, in headless Chromium: the face, its regions drawn and
+    sample comments kept off them."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM, launch_chromium
+
+    if not CHROMIUM.exists():
+        return
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 800, "height": 560})
+            page.goto(f"{relay.http_url}/play/live/face?transport=flv&regions=1&demo=1")
+            page.wait_for_function(
+                "roiPlayer.frames > 10 && roiPlayer.boxes.length > 0 && roiPlayer.comments > 6",
+                timeout=20_000,
+            )
+            assert page.evaluate("roiPlayer.status") == "playing (flv)"
+            page.wait_for_timeout(4000)  # comments drift across the face's region meanwhile
+            assert page.evaluate("roiPlayer.status") == "playing (flv)"
+            page.screenshot(path=str(path))
+        finally:
+            browser.close()
+
+
 @pytest.mark.parametrize("query_in", ["key", "server"])
 def test_obs_push_gets_roi_plays_and_comes_back_after_a_relay_restart(
-    relay_factory: Any, obs_factory: Any, query_in: str
+    relay_factory: Any, obs_factory: Any, query_in: str, tmp_path: Path
 ) -> None:
     relay = relay_factory(template_activation_delay=0, log_level="info")
     create_template(relay.http_url, "face1", model="LiveShows")
@@ -191,6 +217,8 @@ def test_obs_push_gets_roi_plays_and_comes_back_after_a_relay_restart(
     first = wait_for_roi(relay, obs, timeout=40)
     assert first["template"] == "roiface1" and first["codec"] == "avc1"
     plays_with_regions(relay)
+    if query_in == "key":
+        screenshot_player(relay, tmp_path / "obs-player.png")
 
     relay.restart()
     restarted = time.monotonic()
