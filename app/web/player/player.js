@@ -380,11 +380,15 @@ syncToggles();
 video.addEventListener("ended", () => fail(new Error("the stream ended")));
 // A WebRTC peer that went away shows no error for a long while (ICE consent runs for 30 s):
 // a picture that stands still for seconds, unpaused, means the stream is gone.
+document.addEventListener("visibilitychange", () => {
+  lastFrameAt = performance.now(); // back in view: give the picture its time again
+});
 // A picture still for a second is checked against the relay at once (one small request).
 const STALL_MS = 4000;
 let checkingStall = false;
 setInterval(async () => {
-  if (!state.status.startsWith("playing") || video.paused) return;
+  // A hidden tab gets no frame callbacks: that is no stall.
+  if (!state.status.startsWith("playing") || video.paused || document.hidden) return;
   const still = performance.now() - lastFrameAt;
   if (still > STALL_MS) {
     fail(new Error("no picture"));
