@@ -277,3 +277,18 @@ async def test_real_slow_player_skips_and_logs_once_per_episode(caplog) -> None:
     live_for(stream, 3.0, 1.0, start_ms=end)
     assert len(skip_lines(caplog)) == 1
     assert "skipped to a keyframe" in skip_lines(caplog)[0]
+
+
+async def test_latest_refused_push_per_stream_is_remembered_within_a_bound() -> None:
+    from app.hub import MAX_REMEMBERED_REFUSALS
+
+    hub = Hub()
+    for i in range(MAX_REMEMBERED_REFUSALS + 5):
+        hub.counters.refused("auth", StreamKey("live", f"s{i}"))
+    hub.counters.refused("auth", StreamKey("live", "s10"))  # again: now the newest
+    hub.counters.refused("busy")  # no stream named: counted only
+    refusals = hub.counters.last_refusals
+    assert len(refusals) == MAX_REMEMBERED_REFUSALS
+    assert StreamKey("live", "s0") not in refusals, "the oldest is forgotten first"
+    assert list(refusals)[-1] == StreamKey("live", "s10")
+    assert hub.counters.refused_pushes == {"auth": MAX_REMEMBERED_REFUSALS + 6, "busy": 1}

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from app.auth import sign_push
+from app.hub import StreamKey
 from app.media.packet import MediaPacket
 from tests.av_client import start_client
 from tests.outputs.conftest import PlayerServer
@@ -113,7 +114,7 @@ def test_stream_that_ends_and_comes_back_restarts_on_the_same_transport(
         server.stop()
 
 
-def test_status_says_why_in_words() -> None:
+def test_status_says_why_in_words(face_clip: list[MediaPacket]) -> None:  # noqa: F811
     server = PlayerServer()
     try:
         url = f"{server.http_url}/play/live/x/status"
@@ -123,6 +124,18 @@ def test_status_says_why_in_words() -> None:
             "why": "not live yet: nobody is pushing to live/x",
             "since_s": None,
         }
+        server.feed("live", "x", face_clip[:10], realtime=False).result(10)
+        ended = httpx.get(url).json()
+        assert ended["state"] == "ended" and ended["why"] == "the stream ended just now"
+        # A refused push after the end is the newer news, and vice versa.
+        server.loop.call_soon_threadsafe(
+            server.hub.counters.refused, "auth", StreamKey("live", "x")
+        )
+        time.sleep(0.1)
+        refused = httpx.get(url).json()
+        assert refused["state"] == "refused" and "push signature" in refused["why"]
+        server.feed("live", "x", face_clip[:10], realtime=False).result(10)
+        assert httpx.get(url).json()["state"] == "ended"
     finally:
         server.stop()
 
