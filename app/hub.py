@@ -37,6 +37,10 @@ MAX_QUEUE_PACKETS = 4000
 # joining then waits as long for a picture, and HLS segments cannot be shorter.
 LONG_KEYFRAME_INTERVAL_MS = 4000
 _NAL_CODECS: dict[str, Literal["h264", "hevc"]] = {"avc1": "h264", "hvc1": "hevc"}
+# The latest refused push per stream name is kept for this many names (for waiting players).
+MAX_REMEMBERED_REFUSALS = 1000
+# A player that keeps falling behind is logged once per this many seconds, not once per skip.
+SKIP_LOG_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -50,6 +54,11 @@ class StreamKey:
 
 class StreamBusyError(Exception):
     """The stream name already has a live publisher."""
+
+
+def _is_media(packet: MediaPacket) -> bool:
+    """An audio or video frame: what a moment of the stream is made of."""
+    return packet.kind is not TagType.DATA and not packet.sequence_header
 
 
 class Subscription:
@@ -75,6 +84,15 @@ class Subscription:
         # True until the next video keyframe: set at start when no GOP is cached, and after
         # an overflow, so playback always resumes on a picture the decoder can show.
         self._awaiting_keyframe = False
+        # The cached GOP a late joiner starts with goes out at network speed: it is not lag.
+        # Backlog is counted from the live edge at join time (Track.subscribe offers the GOP
+        # right after this).
+        self._join_edge_ms: int | None = track.last_timestamp if track.gop else None
+        # Skips since the player last caught up (an empty queue): one episode, one log line.
+        self.skips = 0
+        self._skipping = False
+        self._skip_logged_at = -SKIP_LOG_INTERVAL_S
+        self._skips_unlogged = 0
 
     def start_at_next_keyframe(self) -> None:
         """Nothing cached to start from: media is dropped until a video keyframe comes."""
@@ -85,11 +103,17 @@ class Subscription:
         return len(self._queue)
 
     def _buffered_ms(self) -> int:
+        # Only media timestamps count: metadata and sequence headers carry timestamp 0 (or
+        # whatever the publisher had when it sent them) and say nothing about lag.
         # Timestamps from ingest are already unwrapped; a small step back (FFmpeg's end-of-stream
         # flush interleaves audio and video slightly out of order) is no backlog at all.
-        if len(self._queue) < 2:
+        first = next((p.timestamp for p in self._queue if _is_media(p)), None)
+        if first is None:
             return 0
-        return max(0, self._queue[-1].timestamp - self._queue[0].timestamp)
+        last = next(p.timestamp for p in reversed(self._queue) if _is_media(p))
+        if self._join_edge_ms is not None:
+            first = max(first, self._join_edge_ms)
+        return max(0, last - first)
 
     def offer(self, packet: MediaPacket) -> None:
         if self._closed or self._ended:
@@ -123,26 +147,58 @@ class Subscription:
     def _skip_to_next_keyframe(self) -> None:
         """Drops queued media up to the newest queued keyframe, or all of it if there is none.
 
-        Headers and metadata are kept: they describe the stream, not a moment of it.
+        The newest keyframe must come after the first queued media packet: resuming on the
+        packet already at the head would drop nothing. Headers and metadata are kept: they
+        describe the stream, not a moment of it.
         """
+        first_media = next((i for i, p in enumerate(self._queue) if _is_media(p)), None)
+        if first_media is None:
+            return
         resume_at = None
-        for index in range(len(self._queue) - 1, 0, -1):
+        for index in range(len(self._queue) - 1, first_media, -1):
             p = self._queue[index]
             if p.kind is TagType.VIDEO and p.keyframe:
                 resume_at = index
                 break
+        dropped = 0
         kept: deque[MediaPacket] = deque()
         for index, p in enumerate(self._queue):
             if resume_at is not None and index >= resume_at:
                 kept.append(p)
-            elif p.kind is TagType.DATA or p.sequence_header:
+            elif not _is_media(p):
                 kept.append(p)
             elif p.kind is TagType.VIDEO:
-                self.dropped_frames += 1
+                dropped += 1
         self._queue = kept
         self._queued_bytes = sum(p.size for p in kept)
         self._awaiting_keyframe = resume_at is None
-        log.info("player %s on %s fell behind: skipped to a keyframe", self.name, self.track)
+        self._join_edge_ms = None
+        self.dropped_frames += dropped
+        self._note_skip()
+
+    def _note_skip(self) -> None:
+        self.skips += 1
+        if self._skipping:
+            return  # the same episode: the player has not caught up since the last skip
+        self._skipping = True
+        now = time.monotonic()
+        if now - self._skip_logged_at < SKIP_LOG_INTERVAL_S:
+            self._skips_unlogged += 1
+            return
+        earlier = (
+            f" ({self._skips_unlogged} more time(s) since the last report)"
+            if self._skips_unlogged
+            else ""
+        )
+        log.info(
+            "player %s on %s fell behind: skipped to a keyframe, %d frames dropped so far%s",
+            self.name,
+            self.track,
+            self.dropped_frames,
+            earlier,
+        )
+        self._skip_logged_at = now
+        self._skips_unlogged = 0
 
     def end(self) -> None:
         self._ended = True
@@ -158,10 +214,13 @@ class Subscription:
 
     def get_nowait(self) -> MediaPacket | None:
         if not self._queue:
+            self._skipping = False  # caught up: a later skip is a new episode
             return None
         packet = self._queue.popleft()
         self._queued_bytes -= packet.size
         self.bytes_out += packet.size
+        if not self._queue:
+            self._skipping = False
         return packet
 
     async def get(self) -> MediaPacket | None:
@@ -507,9 +566,17 @@ class HubCounters:
     bytes_out: int = 0
     dropped_frames: int = 0
     streams_started: int = 0
+    # The latest refused push per stream name (wall time, reason), so a waiting player can
+    # say why nothing plays; bounded, oldest forgotten first.
+    last_refusals: dict[StreamKey, tuple[float, str]] = field(default_factory=dict)
 
-    def refused(self, reason: str) -> None:
+    def refused(self, reason: str, key: StreamKey | None = None) -> None:
         self.refused_pushes[reason] = self.refused_pushes.get(reason, 0) + 1
+        if key is not None:
+            self.last_refusals.pop(key, None)
+            self.last_refusals[key] = (time.time(), reason)
+            while len(self.last_refusals) > MAX_REMEMBERED_REFUSALS:
+                del self.last_refusals[next(iter(self.last_refusals))]
 
 
 class Hub:

@@ -13,6 +13,7 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import __version__
+from app.api.docs import mount_docs
 from app.api.hls import hls_router
 from app.api.player import player_router
 from app.api.roi_feed import roi_feed_router
@@ -74,7 +75,10 @@ class Relay:
             title="roi-relay",
             version=__version__,
             description="Live streaming relay with ROI recognition and ROI encoding.",
+            docs_url=None,  # mount_docs serves them without a CDN
+            redoc_url=None,
         )
+        mount_docs(app)
         guard = [bearer_auth(self.settings.api_token)]
         app.include_router(templates_router(self.templates, self.models, guard))
         app.include_router(models_router(self.models, guard))
@@ -84,7 +88,14 @@ class Relay:
 
         @app.get("/healthz", tags=["ops"], summary="Liveness")
         async def healthz() -> dict[str, Any]:
-            return {"status": "ok", "streams": len(self.hub.streams()), "version": __version__}
+            return {
+                "status": "ok",
+                "streams": len(self.hub.streams()),
+                "version": __version__,
+                # What the console needs to show the push URL to copy into OBS.
+                "rtmp_port": self.rtmp_port,
+                "push_auth": bool(self.settings.push_key or self.settings.push_backup_key),
+            }
 
         @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse, summary="Prometheus")
         async def metrics() -> Response:  # async: on the loop, which owns stream state

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the test suite drives as real clients: FFmpeg CLI, GStreamer rtmp2, rtmpdump,
-# nginx-rtmp (reference server for bench/relay.py), Chromium (browser tests), PostgreSQL.
+# nginx-rtmp (reference server for bench/relay.py), Chromium (browser tests), PostgreSQL,
+# OBS Studio headless under Xvfb (tests/test_obs_push.py).
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
@@ -12,4 +13,5 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav \
   nginx libnginx-mod-rtmp \
   chromium chromium-driver fonts-noto-cjk \
-  postgresql docker-compose >/dev/null
+  postgresql docker-compose \
+  obs-studio xvfb xauth >/dev/null

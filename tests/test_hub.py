@@ -217,3 +217,78 @@ async def test_long_keyframe_interval_warns_once_in_status_and_log(caplog) -> No
     assert "keyframe interval over 4 s" in warning and "1-2 s" in warning
     lines = [r.getMessage() for r in caplog.records if "keyframe interval" in r.getMessage()]
     assert lines == [f"stream live/long: {warning}"]
+
+
+def live_for(stream, seconds: float, gop_s: float, start_ms: int = 0) -> int:
+    """Pushes `seconds` of 25 fps video with audio, a keyframe every `gop_s`; returns the end."""
+    frames = int(seconds * 25)
+    every = int(gop_s * 25)
+    for i in range(frames):
+        ts = start_ms + i * 40
+        stream.source.push(video(ts, key=(i % every == 0)))
+        stream.source.push(audio(ts))
+    return start_ms + frames * 40
+
+
+def skip_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "fell behind" in r.getMessage()]
+
+
+@pytest.mark.parametrize("gop_s", [2.0, 8.0])  # 8 s: OBS's simple mode (250 frames at 30 fps)
+async def test_late_join_to_a_long_live_stream_logs_nothing_and_drops_nothing(
+    caplog, gop_s: float
+) -> None:
+    caplog.set_level("INFO", logger="app.hub")
+    hub = Hub(player_queue_seconds=4.0)
+    stream = hub.open_publisher(KEY, {}, "test")
+    for p in (meta(), video(0, seq=True), audio(0, seq=True)):
+        stream.source.push(p)
+    # Live for 30 s and ends 7.6 s into a GOP, so the cached GOP alone can exceed the queue limit.
+    end = live_for(stream, 29.6 if gop_s == 2.0 else 31.6, gop_s)
+    sub = stream.output.subscribe("late")
+    cached = len(stream.output.gop)
+    got = drain(sub)
+    # A player keeping up with the live edge after its start-up burst.
+    for i in range(100):
+        ts = end + i * 40
+        stream.source.push(video(ts, key=(ts % int(gop_s * 1000) == 0)))
+        stream.source.push(audio(ts))
+        got.extend(drain(sub))
+    assert skip_lines(caplog) == []
+    assert sub.dropped_frames == 0 and sub.skips == 0
+    assert len(got) == 3 + cached + 200
+
+
+async def test_real_slow_player_skips_and_logs_once_per_episode(caplog) -> None:
+    caplog.set_level("INFO", logger="app.hub")
+    hub = Hub(player_queue_seconds=1.0)
+    stream = hub.open_publisher(KEY, {}, "test")
+    for p in (meta(), video(0, seq=True), audio(0, seq=True)):
+        stream.source.push(p)
+    end = live_for(stream, 3.0, 1.0)
+    slow = stream.output.subscribe("slow")
+    end = live_for(stream, 10.0, 1.0, start_ms=end)  # never reads: 10 s behind
+    assert slow.skips > 5, "it skipped at each keyframe beyond the limit"
+    assert slow.dropped_frames > 150
+    assert len(skip_lines(caplog)) == 1
+    frames = [p for p in drain(slow) if p.kind is TagType.VIDEO and not p.sequence_header]
+    assert frames[0].keyframe and frames[-1].timestamp - frames[0].timestamp <= 1000
+    # Caught up; falling behind again soon after is a new episode, logged at most every 30 s.
+    live_for(stream, 3.0, 1.0, start_ms=end)
+    assert len(skip_lines(caplog)) == 1
+    assert "skipped to a keyframe" in skip_lines(caplog)[0]
+
+
+async def test_latest_refused_push_per_stream_is_remembered_within_a_bound() -> None:
+    from app.hub import MAX_REMEMBERED_REFUSALS
+
+    hub = Hub()
+    for i in range(MAX_REMEMBERED_REFUSALS + 5):
+        hub.counters.refused("auth", StreamKey("live", f"s{i}"))
+    hub.counters.refused("auth", StreamKey("live", "s10"))  # again: now the newest
+    hub.counters.refused("busy")  # no stream named: counted only
+    refusals = hub.counters.last_refusals
+    assert len(refusals) == MAX_REMEMBERED_REFUSALS
+    assert StreamKey("live", "s0") not in refusals, "the oldest is forgotten first"
+    assert list(refusals)[-1] == StreamKey("live", "s10")
+    assert hub.counters.refused_pushes == {"auth": MAX_REMEMBERED_REFUSALS + 6, "busy": 1}

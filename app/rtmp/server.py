@@ -278,7 +278,7 @@ class RtmpConnection(asyncio.Protocol):
         if not verdict.ok:
             assert verdict.status_code is not None
             server.counters.refuse("auth")
-            server.hub.counters.refused("auth")
+            server.hub.counters.refused("auth", key)
             log.warning("%s: push to %s refused: %s", self.peer, key, verdict.reason)
             self.session.refuse_publish(stream_id, verdict.status_code, verdict.reason)
             return

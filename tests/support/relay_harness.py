@@ -26,19 +26,31 @@ def create_template(base: str, name: str, **fields: object) -> dict[str, Any]:
 
 class RunningRelay:
     def __init__(self, data_dir: Path, **overrides: Any) -> None:
-        settings = Settings(
-            host="127.0.0.1",
-            rtmp_port=0,
-            http_port=0,
-            data_dir=data_dir,
-            log_level="warning",
-            **overrides,
-        )
+        defaults: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "rtmp_port": 0,
+            "http_port": 0,
+            "data_dir": data_dir,
+            "log_level": "warning",
+        }
+        self.settings = Settings(**{**defaults, **overrides})
+        self._start()
+
+    def _start(self) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
-        self.relay: Relay = self.run(self._build(settings))
+        self.relay: Relay = self.run(self._build(self.settings))
         self.run(self.relay.start())
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stops the relay and starts a new one on the same ports and data (like a restart
+        of the service); every connection to it breaks meanwhile."""
+        ports = {"rtmp_port": self.relay.rtmp_port, "http_port": self.relay.http_port}
+        self.stop()
+        time.sleep(down_s)
+        self.settings = self.settings.model_copy(update=ports)
+        self._start()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

@@ -18,6 +18,8 @@ const TEMPLATE_REFRESH_MS = 10000;
 const STREAM_REFRESH_MS = 3000;
 
 const state = {
+  // Where OBS pushes (GET /healthz tells the RTMP port and whether pushes must be signed).
+  push: { rtmpPort: 1935, signed: false },
   templates: [],
   editing: null, // the template being edited, or null when creating
   reloadQueued: false,
@@ -88,6 +90,10 @@ function authProblem(result) {
   return true;
 }
 
+function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
 // --- time -------------------------------------------------------------------------------
 
 function clock(seconds) {
@@ -137,6 +143,48 @@ function pendingSummary(current, pending) {
   return changes.length ? changes.join(", ") : "no change";
 }
 
+async function loadPushInfo() {
+  try {
+    const response = await fetch("/healthz");
+    if (!response.ok) return;
+    const health = await response.json();
+    if (Number.isInteger(health.rtmp_port)) state.push.rtmpPort = health.rtmp_port;
+    state.push.signed = Boolean(health.push_auth);
+    renderTemplates();
+  } catch {
+    // an older relay or a proxy that hides /healthz: keep the defaults
+  }
+}
+
+// Clipboard API where the page is a secure context (localhost, https); otherwise the old way.
+async function copyText(text, button) {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    const area = el("textarea", { class: "offscreen" }, text);
+    document.body.append(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+  }
+  button.textContent = "Copied";
+  setTimeout(() => (button.textContent = "Copy"), 1500);
+}
+
+function copyLine(label, text) {
+  const button = el("button", { type: "button", class: "copy", title: `Copy the ${label}` }, "Copy");
+  button.addEventListener("click", () => copyText(text, button));
+  return el("div", { class: "obs-line" }, el("span", { class: "obs-label" }, label), el("code", {}, text), button);
+}
+
+// What to type into OBS (Settings → Stream, Service "Custom...") to push with this template.
+function obsCell(template) {
+  const server = `rtmp://${location.hostname}:${state.push.rtmpPort}/live`;
+  let key = `mystream?roirecognition=${template.name}`;
+  if (state.push.signed) key += "&txSecret=…&txTime=…";
+  return el("td", { class: "obs" }, copyLine("Server", server), copyLine("Stream Key", key));
+}
+
 function templateRow(template) {
   const statusCell = el(
     "td",
@@ -167,6 +215,7 @@ function templateRow(template) {
     el("td", { class: "num" }, template.max_regions),
     el("td", {}, describeBitrate(template.bitrate_kbps)),
     pendingCell,
+    obsCell(template),
     el(
       "td",
       { class: "row-actions" },
@@ -207,7 +256,17 @@ function input(field) {
 
 function clearErrors() {
   for (const node of document.querySelectorAll(".error")) node.textContent = "";
+  for (const node of document.querySelectorAll(".rule")) node.hidden = false;
   for (const field of FIELDS) input(field).removeAttribute("aria-invalid");
+}
+
+// The server's message names the rule the hint under the field already states: show it once.
+function hideRepeatedHint(field) {
+  const hint = document.querySelector(`[data-rule-for="${field}"]`);
+  const error = $(`#error-${field}`).textContent;
+  if (hint && hint.textContent && error && (hint.textContent.includes(error) || error.includes(hint.textContent))) {
+    hint.hidden = true;
+  }
 }
 
 function showErrors(detail) {
@@ -216,9 +275,11 @@ function showErrors(detail) {
   for (const entry of entries) {
     const field = FIELDS.includes(entry.field) ? entry.field : null;
     const box = field ? $(`#error-${field}`) : $("#error-form");
-    box.textContent = box.textContent ? `${box.textContent}; ${entry.msg}` : entry.msg;
+    const msg = formWording(String(entry.msg));
+    box.textContent = box.textContent ? `${box.textContent}; ${msg}` : msg;
     if (field) input(field).setAttribute("aria-invalid", "true");
   }
+  for (const field of FIELDS) hideRepeatedHint(field);
 }
 
 function openEditor(template) {
@@ -229,13 +290,14 @@ function openEditor(template) {
   $("#save-template").textContent = template ? "Save (takes effect after the delay)" : "Create";
   input("name").value = template ? template.name.slice(PREFIX.length) : "";
   input("name").disabled = Boolean(template);
-  input("description").value = source ? source.description : "";
+  // An absent value (null: the publisher's bitrate; no description) is an empty field.
+  const shown = (value) => (value === null || value === undefined ? "" : String(value));
+  input("description").value = shown(source && source.description);
   const select = input("model");
   select.value = source ? source.model : select.dataset.default || select.options[0].value;
-  input("delta_qp").value = source ? source.delta_qp : "";
-  input("max_regions").value = source ? source.max_regions : "";
-  const bitrate = source ? source.bitrate_kbps : null;
-  input("bitrate_kbps").value = bitrate === null ? "" : bitrate;
+  input("delta_qp").value = shown(source && source.delta_qp);
+  input("max_regions").value = shown(source && source.max_regions);
+  input("bitrate_kbps").value = shown(source && source.bitrate_kbps);
   $("#editor").hidden = false;
   (template ? input("description") : input("name")).focus();
 }
@@ -314,6 +376,11 @@ async function deleteTemplate(template) {
   await loadTemplates();
 }
 
+// The API's wording for an absent bitrate is JSON's null; in the form it is an empty field.
+function formWording(rule) {
+  return rule.replace(/,? or null to keep/, "; leave it empty to keep");
+}
+
 // The rules live on the server; the OpenAPI document carries their wording, the models and
 // the defaults, so the form shows them without keeping a copy here.
 async function loadRules() {
@@ -327,7 +394,7 @@ async function loadRules() {
   }
   for (const [field, rule] of Object.entries(schema)) {
     const hint = document.querySelector(`[data-rule-for="${field}"]`);
-    if (hint && rule.description) hint.textContent = rule.description;
+    if (hint && rule.description) hint.textContent = formWording(rule.description);
     const box = document.getElementById(`field-${field}`);
     if (box && box.tagName === "INPUT" && typeof rule.default === "number") {
       box.placeholder = String(rule.default);
@@ -348,9 +415,10 @@ async function loadRules() {
 function roiState(roi) {
   if (!roi) return el("span", { class: "muted" }, "—");
   if (roi.applied) {
-    const parts = [roi.model, `${roi.regions ?? 0} regions`];
+    const parts = [roi.model, plural(roi.regions ?? 0, "region")];
     if (roi.lag_ms !== null && roi.lag_ms !== undefined) parts.push(`lag ${roi.lag_ms} ms`);
-    return el("span", {}, el("span", { class: "badge active" }, "ROI on"), " ", parts.join(", "));
+    const text = parts.filter(Boolean).join(", ");
+    return el("span", {}, el("span", { class: "badge active" }, "ROI on"), " ", text);
   }
   return el(
     "span",
@@ -421,6 +489,7 @@ function start() {
   $("#cancel-edit").addEventListener("click", closeEditor);
   $("#template-form").addEventListener("submit", saveTemplate);
   loadRules();
+  loadPushInfo();
   loadTemplates();
   loadStreams();
   setInterval(tick, 1000);

@@ -37,6 +37,7 @@ const state = {
   doc: null,
   boxes: [],
   roiMessages: 0,
+  waiting: null, // while waiting: "not-live", "ended", "refused", "unreachable" or "error"
   regionSource: null,
   aligned: false,
   comments: 0,
@@ -69,20 +70,30 @@ function addRoi(text, source, pts) {
 
 // --- transports ---------------------------------------------------------------------
 
-async function playWhep() {
+// A transport whose attempt was superseded while it connected closes what it opened.
+function stillMine(mine, opened) {
+  if (mine === attempt) return opened;
+  opened.close();
+  throw new Error("superseded");
+}
+
+async function playWhep(mine) {
   clock = new RtpClock();
   const onRoi = (source) => (text, arrival) => {
     const doc = addRoi(text, source);
     if (doc && clock) clock.message(doc.pts, arrival);
   };
   const overChannel = params.get("roi") !== "ws";
-  session = await startWhep(`${base}/whep`, {
-    onRoi: onRoi("channel"),
-    dataChannel: overChannel,
-    onState: (s) => {
-      if (s === "failed" || s === "closed") fail(new Error(`WebRTC ${s}`));
-    },
-  });
+  session = stillMine(
+    mine,
+    await startWhep(`${base}/whep`, {
+      onRoi: onRoi("channel"),
+      dataChannel: overChannel,
+      onState: (s) => {
+        if ((s === "failed" || s === "closed") && mine === attempt) fail(new Error(`WebRTC ${s}`));
+      },
+    }),
+  );
   video.srcObject = session.media;
   // RTP timestamps name the frame; without them (older browsers) the newest regions are used.
   frameOf = (meta) =>
@@ -97,11 +108,14 @@ async function playWhep() {
   }, 3000);
 }
 
-async function playFlv() {
-  session = await startFlv(`${base}.flv`, video, {
-    onRoi: (text, pts) => addRoi(text, "sei", pts),
-    onError: (err) => fail(err),
-  });
+async function playFlv(mine) {
+  session = stillMine(
+    mine,
+    await startFlv(`${base}.flv`, video, {
+      onRoi: (text, pts) => addRoi(text, "sei", pts),
+      onError: (err) => mine === attempt && fail(err),
+    }),
+  );
   frameOf = (meta) => Math.round(meta.mediaTime * 1000);
   await firstFrame(8000);
 }
@@ -142,24 +156,104 @@ function firstFrame(timeoutMs) {
 }
 
 const TRANSPORTS = { whep: playWhep, flv: playFlv, hls: playHls };
+const POLL_MS = 1000;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Each play() call is one attempt; a newer one (transport change, stream lost) ends older ones.
+let attempt = 0;
+// The transport that played last: tried first when the stream comes back.
+let lastPlayed = null;
+
+// Whether the stream plays now and, if not, why: one small JSON request, no token needed.
+async function streamState() {
+  try {
+    const reply = await fetch(`/play${base}/status`, { cache: "no-store" });
+    if (!reply.ok) return { live: false, state: "error", why: `the relay answered ${reply.status}` };
+    return await reply.json();
+  } catch {
+    return { live: false, state: "unreachable", why: "the relay is not answering" };
+  }
+}
+
+function waitingWhy(s) {
+  // After a relay restart the relay no longer knows the stream was live; this page does.
+  if (s.state === "not-live" && lastPlayed) return "the stream ended; waiting for it to come back";
+  return s.why;
+}
+
+// Polls until the stream is live; false if a newer attempt took over meanwhile.
+async function untilLive(mine) {
+  for (;;) {
+    const s = await streamState();
+    if (mine !== attempt) return false;
+    if (s.live) return true;
+    state.waiting = s.state;
+    const why = waitingWhy(s);
+    setStatus("waiting for the stream…");
+    $("waiting-why").textContent = why;
+    $("waiting").hidden = false;
+    await sleep(POLL_MS);
+    if (mine !== attempt) return false;
+  }
+}
+
+class NotLive extends Error {}
+
+// Rejects with NotLive as soon as the stream is gone while a transport is still connecting,
+// so no transport waits out its timeout on a stream that is not there.
+function whileLive(mine) {
+  let watching = true;
+  const gone = (async () => {
+    while (watching && mine === attempt) {
+      await sleep(POLL_MS);
+      if (!watching || mine !== attempt) break;
+      const s = await streamState();
+      if (watching && !s.live) throw new NotLive(s.why);
+    }
+    return new Promise(() => {});
+  })();
+  return { gone, stop: () => (watching = false) };
+}
 
 async function play(choice) {
-  const order = choice === "auto" ? ["whep", "flv", "hls"] : [choice];
+  const mine = ++attempt;
+  stop();
+  if (!(await untilLive(mine))) return;
+  let order = choice === "auto" ? ["whep", "flv", "hls"] : [choice];
+  if (lastPlayed && order.includes(lastPlayed)) order = [lastPlayed, ...order.filter((t) => t !== lastPlayed)];
+  let notLive = false;
   for (const name of order) {
     stop();
     state.transport = name;
+    state.waiting = null;
+    $("waiting").hidden = true;
     setStatus(`connecting (${name})`);
+    const watch = whileLive(mine);
     try {
-      await TRANSPORTS[name]();
+      await Promise.race([TRANSPORTS[name](mine), watch.gone]);
+      if (mine !== attempt) return;
+      lastPlayed = name;
+      state.error = null;
       setStatus(`playing (${name})`);
       return;
     } catch (err) {
+      if (mine !== attempt) return;
       state.error = String(err.message || err);
+      if (err instanceof NotLive) {
+        notLive = true;
+        break;
+      }
+    } finally {
+      watch.stop();
     }
   }
   stop();
+  if (notLive) {
+    play(choice);
+    return;
+  }
   setStatus(`not playing: ${state.error}`);
-  setTimeout(() => play(choice), 3000);
+  setTimeout(() => mine === attempt && play(choice), 3000);
 }
 
 function stop() {
@@ -178,7 +272,7 @@ function fail(err) {
   state.error = String(err.message || err);
   if (state.status.startsWith("playing")) {
     setStatus(`lost: ${state.error}`);
-    setTimeout(() => play($("transport").value), 1000);
+    play($("transport").value);
   }
 }
 
@@ -286,12 +380,25 @@ syncToggles();
 video.addEventListener("ended", () => fail(new Error("the stream ended")));
 // A WebRTC peer that went away shows no error for a long while (ICE consent runs for 30 s):
 // a picture that stands still for seconds, unpaused, means the stream is gone.
+document.addEventListener("visibilitychange", () => {
+  lastFrameAt = performance.now(); // back in view: give the picture its time again
+});
+// A picture still for a second is checked against the relay at once (one small request).
 const STALL_MS = 4000;
-setInterval(() => {
-  if (state.status.startsWith("playing") && !video.paused && performance.now() - lastFrameAt > STALL_MS) {
+let checkingStall = false;
+setInterval(async () => {
+  // A hidden tab gets no frame callbacks: that is no stall.
+  if (!state.status.startsWith("playing") || video.paused || document.hidden) return;
+  const still = performance.now() - lastFrameAt;
+  if (still > STALL_MS) {
     fail(new Error("no picture"));
+  } else if (still > POLL_MS && !checkingStall) {
+    checkingStall = true;
+    const s = await streamState();
+    checkingStall = false;
+    if (!s.live && state.status.startsWith("playing")) fail(new Error(s.why));
   }
-}, 1000);
+}, 500);
 $("unmute").addEventListener("change", () => {
   video.muted = !$("unmute").checked;
 });
