@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser import CHROMIUM, launch_chromium
-from tests.relay_harness import RunningRelay
+from tests.support.browser import CHROMIUM, chromium
+from tests.support.relay_harness import RunningRelay
 
 pytestmark = [
     pytest.mark.browser,
@@ -21,8 +21,6 @@ pytestmark = [
 @pytest.fixture
 def offline_page(relay: RunningRelay) -> Iterator[tuple[object, list[str]]]:
     """A page that can reach the relay and nothing else; yields it with the refused URLs."""
-    from playwright.sync_api import sync_playwright
-
     refused: list[str] = []
 
     def only_the_relay(route: object) -> None:
@@ -33,12 +31,10 @@ def offline_page(relay: RunningRelay) -> Iterator[tuple[object, list[str]]]:
             refused.append(url)
             route.abort()  # type: ignore[attr-defined]
 
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.route("**/*", only_the_relay)
         yield page, refused
-        browser.close()
 
 
 def test_docs_render_the_operations_offline(

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.av_client import finish_client, start_client
+from tests.support.av_client import finish_client, start_client
 
 pytestmark = pytest.mark.slow
 

@@ -24,9 +24,8 @@ import httpx
 import pytest
 
 from app.hub import StreamKey
-from tests.av_client import run_client
-from tests.relay_harness import RunningRelay
-from tests.roi.test_live_roi_e2e import create_template
+from tests.support.av_client import run_client
+from tests.support.relay_harness import RunningRelay, create_template
 
 FACE = Path(__file__).resolve().parent / "data" / "images" / "grace_hopper.jpg"
 WIDTH, HEIGHT = 640, 360
@@ -177,27 +176,21 @@ def plays_with_regions(relay: RunningRelay) -> dict[str, Any]:
 def screenshot_player(relay: RunningRelay, path: Path) -> None:
     """The web player on OBS's stream, in headless Chromium: the face, its regions drawn and
     sample comments kept off them."""
-    from playwright.sync_api import sync_playwright
-
-    from tests.browser import CHROMIUM, launch_chromium
+    from tests.support.browser import CHROMIUM, chromium
 
     if not CHROMIUM.exists():
         return
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            page = browser.new_page(viewport={"width": 800, "height": 560})
-            page.goto(f"{relay.http_url}/play/live/face?transport=flv&regions=1&demo=1")
-            page.wait_for_function(
-                "roiPlayer.frames > 10 && roiPlayer.boxes.length > 0 && roiPlayer.comments > 6",
-                timeout=20_000,
-            )
-            assert page.evaluate("roiPlayer.status") == "playing (flv)"
-            page.wait_for_timeout(4000)  # comments drift across the face's region meanwhile
-            assert page.evaluate("roiPlayer.status") == "playing (flv)"
-            page.screenshot(path=str(path))
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 800, "height": 560})
+        page.goto(f"{relay.http_url}/play/live/face?transport=flv&regions=1&demo=1")
+        page.wait_for_function(
+            "roiPlayer.frames > 10 && roiPlayer.boxes.length > 0 && roiPlayer.comments > 6",
+            timeout=20_000,
+        )
+        assert page.evaluate("roiPlayer.status") == "playing (flv)"
+        page.wait_for_timeout(4000)  # comments drift across the face's region meanwhile
+        assert page.evaluate("roiPlayer.status") == "playing (flv)"
+        page.screenshot(path=str(path))
 
 
 @pytest.mark.parametrize("query_in", ["key", "server"])

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from app.config import Settings
-from tests.relay_harness import RunningRelay
+from tests.support.relay_harness import RunningRelay
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

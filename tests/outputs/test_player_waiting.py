@@ -14,13 +14,9 @@ import pytest
 from app.auth import sign_push
 from app.hub import StreamKey
 from app.media.packet import MediaPacket
-from tests.av_client import start_client
 from tests.outputs.conftest import PlayerServer
-from tests.outputs.test_player_browser import (
-    browser,  # noqa: F401 - the module-scoped Chromium fixture
-    face_clip,  # noqa: F401
-)
-from tests.roi.test_live_roi_e2e import face_push
+from tests.outputs.test_player_browser import face_clip  # noqa: F401 - a fixture
+from tests.support.av_client import face_push, start_client
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -32,7 +28,7 @@ def status(page: Any) -> str:
     return page.evaluate("roiPlayer.status")
 
 
-def open_waiting(browser: Any, url: str) -> tuple[Any, list[str], list[str]]:  # noqa: F811
+def open_waiting(browser: Any, url: str) -> tuple[Any, list[str], list[str]]:
     page = browser.new_page(viewport={"width": 800, "height": 560})
     errors: list[str] = []
     polls: list[str] = []
@@ -51,7 +47,7 @@ def seconds_until_playing(page: Any, transport: str, since: float) -> float:
 
 
 def test_page_opened_before_the_stream_waits_then_starts(
-    browser: Any,  # noqa: F811
+    browser: Any,
     face_clip: list[MediaPacket],  # noqa: F811
     tmp_path: Path,
 ) -> None:
@@ -85,7 +81,7 @@ def test_page_opened_before_the_stream_waits_then_starts(
 
 @pytest.mark.parametrize("transport", ["auto", "flv"])
 def test_stream_that_ends_and_comes_back_restarts_on_the_same_transport(
-    browser: Any,  # noqa: F811
+    browser: Any,
     face_clip: list[MediaPacket],  # noqa: F811
     transport: str,
 ) -> None:
@@ -146,7 +142,7 @@ def signed(key: str, stream: str, valid_s: int = 600) -> str:
 
 def test_refused_push_then_relay_restart_on_a_real_relay(
     relay_factory: Any,
-    browser: Any,  # noqa: F811
+    browser: Any,
     tmp_path: Path,
 ) -> None:
     """A push with a bad signature: the page says the relay refused it. A signed push plays;

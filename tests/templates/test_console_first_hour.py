@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser import CHROMIUM, launch_chromium
-from tests.relay_harness import RunningRelay
+from tests.support.browser import CHROMIUM, chromium
+from tests.support.relay_harness import RunningRelay
 
 pytestmark = [
     pytest.mark.browser,
@@ -25,12 +25,8 @@ pytestmark = [
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = launch_chromium(playwright)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def wait_roi(relay: RunningRelay, name: str, regions: int) -> None:
