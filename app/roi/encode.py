@@ -1,7 +1,13 @@
-"""Encoder backends that take per-frame ROI regions: libx264, libx265, h264_qsv, hevc_qsv.
+"""Encoder backends that take per-frame ROI regions: libx264, libx265, h264_qsv, hevc_qsv
+through FFmpeg (PyAV), and h264_nvenc, hevc_nvenc through our own NVENC binding
+(app/roi/nvenc: FFmpeg's NVENC wrapper ignores ROI).
 
-One small interface (:func:`open_encoder` -> :class:`RoiEncoder`: ``encode(frame, regions)``,
-``flush()``, ``extradata``, ``name``) over FFmpeg encoders driven through PyAV.
+One small interface (:func:`open_encoder` -> :class:`BaseRoiEncoder`: ``encode(frame,
+regions)``, ``flush()``, ``extradata``, ``name``, ``fallback_reason``).
+
+NVENC asked for (or ``auto``) opens an NVENC session for the stream; when that fails (no
+driver, no NVENC engine, session limit) the stream gets the CPU encoder instead and the
+encoder's ``fallback_reason`` says why, so the stream's status can show it.
 
 How regions reach the encoder. FFmpeg's libx264, libx265 and QSV wrappers read
 ``AV_FRAME_DATA_REGIONS_OF_INTEREST`` frame side data: an array of 28-byte
@@ -30,9 +36,10 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import cache
+from pathlib import Path
 
 import av
 import av.codec.context
@@ -48,6 +55,7 @@ from app.media.nal import (
     nal_type,
     split_annexb,
 )
+from app.roi.nvenc.api import NV_ENC_PRESET_GUIDS
 from app.roi.regions import MAX_REGIONS, Region, effective_regions
 
 log = logging.getLogger(__name__)
@@ -64,11 +72,15 @@ ROI_ENCODERS: dict[str, Codec] = {
     "h264_qsv": "h264",
     "hevc_qsv": "hevc",
 }
-# `auto` takes the first that opens: hardware first, leaving the CPU to decoding/detection.
+# Encoded by app/roi/nvenc (a session per stream, so `auto` tries it when a stream opens).
+NVENC_ENCODERS: dict[str, Codec] = {"h264_nvenc": "h264", "hevc_nvenc": "hevc"}
+# After NVENC, `auto` takes the first that opens: hardware first, leaving the CPU to
+# decoding/detection.
 AUTO_ORDER: dict[Codec, tuple[str, ...]] = {
     "h264": ("h264_qsv", "libx264"),
     "hevc": ("hevc_qsv", "libx265"),
 }
+CPU_ENCODERS: dict[Codec, str] = {"h264": "libx264", "hevc": "libx265"}
 DEFAULT_PRESETS = {"libx264": "veryfast", "libx265": "superfast", "qsv": "veryfast"}
 
 
@@ -260,29 +272,25 @@ class _Timeline:
         return self.original.pop(encoder_pts, encoder_pts)
 
 
-class RoiEncoder:
-    """An open encoder that takes ROI regions with every frame."""
+class BaseRoiEncoder:
+    """What every ROI encoder backend shares: settings, timestamps, region scaling, the
+    sequence header record. Subclasses implement ``encode`` and ``flush``."""
+
+    name: str
+    extradata: bytes | None
+    # Set when another encoder was asked for and could not open: why this one runs instead.
+    fallback_reason: str | None = None
 
     def __init__(self, name: str, settings: EncoderSettings) -> None:
         settings.validate()
-        codec = ROI_ENCODERS.get(name)
-        if codec is not None and codec != settings.codec:
-            raise EncoderError(f"encoder {name!r} produces {codec}, not {settings.codec}")
         self.name = name
         self.settings = settings
         self.codec: Codec = settings.codec
-        # Other FFmpeg encoders (NVENC, ...) open, but drop ROI side data on the floor.
-        self.roi_supported = codec is not None
-        self._context = _open_codec_context(name, settings)
-        self._pix_fmt = _pixel_format(name)
-        self._roi = RoiSideData(settings.width, settings.height, self._pix_fmt, settings.time_base)
+        self.roi_supported = True
         self._timeline = _Timeline()
         self._next_pts = 0
         self._frame_step = max(1, round(1 / (settings.fps * settings.time_base)))
-        # The avcC/hvcC record for the FLV sequence header (None until known).
-        self.extradata: bytes | None = self._config_record(
-            split_annexb(self._context.extradata or b"")
-        )
+        self.extradata = None
 
     @property
     def width(self) -> int:
@@ -339,6 +347,31 @@ class RoiEncoder:
                 for r in regions
             ]
         return effective_regions(regions, width, height)
+
+    def encode(
+        self, frame: av.VideoFrame, regions: Sequence[Region] = (), force_keyframe: bool = False
+    ) -> list[EncodedPacket]:
+        raise NotImplementedError
+
+    def flush(self) -> list[EncodedPacket]:
+        raise NotImplementedError
+
+
+class RoiEncoder(BaseRoiEncoder):
+    """An FFmpeg encoder (libx264, libx265, QSV) that takes ROI regions with every frame."""
+
+    def __init__(self, name: str, settings: EncoderSettings) -> None:
+        super().__init__(name, settings)
+        codec = ROI_ENCODERS.get(name)
+        if codec is not None and codec != settings.codec:
+            raise EncoderError(f"encoder {name!r} produces {codec}, not {settings.codec}")
+        # Other FFmpeg encoders (FFmpeg's NVENC, ...) open, but drop ROI side data.
+        self.roi_supported = codec is not None
+        self._context = _open_codec_context(name, settings)
+        self._pix_fmt = _pixel_format(name)
+        self._roi = RoiSideData(settings.width, settings.height, self._pix_fmt, settings.time_base)
+        # The avcC/hvcC record for the FLV sequence header (None until known).
+        self.extradata = self._config_record(split_annexb(self._context.extradata or b""))
 
     def encode(
         self, frame: av.VideoFrame, regions: Sequence[Region] = (), force_keyframe: bool = False
@@ -429,7 +462,7 @@ def probe_encoders(codec: Codec) -> tuple[str, ...]:
 
 
 def resolve_encoder(codec: Codec, encoder_name: str = "auto") -> str:
-    """The encoder to use for ``codec``: ``auto`` probes; a name must fit the codec."""
+    """The FFmpeg encoder to use for ``codec``: ``auto`` probes; a name must fit the codec."""
     if encoder_name == "auto":
         working = probe_encoders(codec)
         if not working:
@@ -457,10 +490,15 @@ def open_encoder(
     vbv_seconds: float = 1.0,
     threads: int = 0,
     time_base: Fraction = Fraction(1, 1000),
-) -> RoiEncoder:
-    """Opens an ROI encoder (``encoder_name`` ``auto`` probes what opens here).
+    nvenc_library_dir: Path | None = None,
+) -> BaseRoiEncoder:
+    """Opens an ROI encoder (``encoder_name`` ``auto``: NVENC when a session opens, else the
+    first FFmpeg encoder that opens here).
 
-    Raises EncoderError for bad settings, an unknown encoder or one that fails to open.
+    ``h264_nvenc``/``hevc_nvenc`` mean "NVENC": the one for ``codec`` is opened. When NVENC
+    cannot open, the CPU encoder (or, for ``auto``, the probed one) is returned with
+    ``fallback_reason`` set; one log line says so. Raises EncoderError for bad settings, an
+    unknown encoder or an FFmpeg one that fails to open.
     """
     settings = EncoderSettings(
         codec=codec,
@@ -478,4 +516,23 @@ def open_encoder(
         time_base=time_base,
     )
     settings.validate()
-    return RoiEncoder(resolve_encoder(codec, encoder_name), settings)
+    if encoder_name != "auto" and encoder_name not in NVENC_ENCODERS:
+        return RoiEncoder(resolve_encoder(codec, encoder_name), settings)
+    # Imported here: the NVENC backend builds on this module's base class and settings.
+    from app.roi.nvenc.encoder import NvencEncoder
+
+    nvenc_name = f"{codec}_nvenc"
+    # No B-frames on NVENC; a preset meant for x264/x265 leaves NVENC on its default.
+    preset = settings.preset if settings.preset in NV_ENC_PRESET_GUIDS else None
+    try:
+        return NvencEncoder(
+            nvenc_name, replace(settings, bframes=0, preset=preset), nvenc_library_dir
+        )
+    except EncoderError as exc:
+        reason = str(exc)
+    fallback = CPU_ENCODERS[codec] if encoder_name != "auto" else resolve_encoder(codec)
+    level = logging.INFO if encoder_name == "auto" else logging.WARNING
+    log.log(level, "%s unavailable, encoding with %s instead: %s", nvenc_name, fallback, reason)
+    encoder = RoiEncoder(fallback, settings)
+    encoder.fallback_reason = reason
+    return encoder
