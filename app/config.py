@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,11 @@ class Settings(BaseSettings):
     api_token: str = ""
     template_activation_delay: float = Field(300.0, ge=0)
     encoder: str = "auto"
+    # ROI decoding: auto (NVDEC when it opens), cpu, cuda (NVDEC asked for; CPU with the reason).
+    decoder: Literal["auto", "cpu", "cuda"] = "auto"
+    # Where libcuda.so.1 and libnvidia-encode.so.1 are, when not on the loader's path (unusual
+    # installs; the tests point it at a fake driver). Empty: the dynamic loader finds them.
+    nvenc_library_dir: Path | None = None
     # The operator's recognition models (manifests), beside the built-in ones.
     models_dir: Path | None = None
     log_level: str = "info"

@@ -71,19 +71,33 @@ class RelayCollector(Collector):
         regions = GaugeMetricFamily(
             "roi_relay_roi_regions", "Regions in the last frame", labels=["stream"]
         )
+        encoder_info = GaugeMetricFamily(
+            "roi_relay_roi_encoder_info",
+            "1 for the encoder a stream's ROI stage runs",
+            labels=["stream", "encoder"],
+        )
+        encoder_fallback = GaugeMetricFamily(
+            "roi_relay_roi_encoder_fallback",
+            "1 when NVENC was asked for (or auto) and could not open (reason: stream status)",
+            labels=["stream"],
+        )
         for s in streams:
             if self.roi is None:
                 break
             name = str(s.key)
             status = self.roi.status(s)
             stats = status.stats
+            if status.applied and stats.encoder:
+                encoder_info.add_metric([name, stats.encoder], 1.0)
+                encoder_fallback.add_metric([name], 1.0 if stats.encoder_fallback else 0.0)
             roi_applied.add_metric([name], 1.0 if status.applied else 0.0)
             lag.add_metric([name], stats.lag_ms / 1000)
             detect.add_metric([name], stats.detect_ms / 1000)
             detect_every.add_metric([name], stats.detect_every)
             encode.add_metric([name], stats.encode_ms / 1000)
             regions.add_metric([name], stats.regions)
-        yield from (roi_applied, lag, detect, detect_every, encode, regions)
+        yield from (roi_applied, lag, detect, detect_every, encode, regions, encoder_info)
+        yield encoder_fallback
 
 
 def relay_registry(hub: Hub, roi: RoiController | None = None) -> CollectorRegistry:

@@ -53,6 +53,8 @@ class Relay:
             self.templates.pending,
             encoder_name=settings.encoder,
             load_model=self._load_stream_model,
+            decoder_mode=settings.decoder,
+            nvenc_library_dir=settings.nvenc_library_dir,
         )
         self.registry = relay_registry(self.hub, self.roi)
         self.templates.subscribe(self._on_template_change)

@@ -58,6 +58,21 @@ class RoiInfo(BaseModel):
     encode_ms: float = Field(description="Encode time of the last frame")
     lag_ms: float = Field(description="How far the transcoder is behind ingest")
     degraded: str | None = Field(description="Which degradation step is in force, if any")
+    decoder: str | None = Field(
+        description="The decoder the ROI stage runs (h264, h264_cuvid, ...) while applied"
+    )
+    decoder_fallback: str | None = Field(
+        description="Why NVDEC did not open when ROI_RELAY_DECODER=cuda asked for it"
+    )
+    encoder: str | None = Field(
+        description="The encoder the ROI stage runs (h264_nvenc, libx264, ...) while applied"
+    )
+    encoder_fallback: str | None = Field(
+        description="Why NVENC did not open when it was asked for (or auto), if it did not"
+    )
+    providers: list[str] | None = Field(
+        description="The recognition model's onnxruntime execution providers, in order"
+    )
 
     @classmethod
     def of(cls, status: RoiStatus) -> RoiInfo:
@@ -73,6 +88,14 @@ class RoiInfo(BaseModel):
             encode_ms=round(stats.encode_ms, 2),
             lag_ms=round(stats.lag_ms, 1),
             degraded=stats.degraded,
+            # What ran last is kept in the stats; it is only the stream's while ROI applies.
+            decoder=stats.decoder if status.applied else None,
+            decoder_fallback=stats.decoder_fallback if status.applied else None,
+            encoder=stats.encoder if status.applied else None,
+            encoder_fallback=stats.encoder_fallback if status.applied else None,
+            providers=list(stats.providers)
+            if status.applied and stats.providers is not None
+            else None,
         )
 
 

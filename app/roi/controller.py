@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from app.hub import Hub, Stream
@@ -53,8 +54,12 @@ class RoiController:
         encoder_name: str,
         load_model: ModelLoader = load_stream_model,
         make_tracker: TrackerFactory = make_tracker,
+        decoder_mode: str = "auto",
+        nvenc_library_dir: Path | None = None,
     ) -> None:
         self.hub = hub
+        self._decoder_mode = decoder_mode
+        self._nvenc_library_dir = nvenc_library_dir
         self._in_force = template_in_force
         self._pending = template_pending
         self._encoder_name = encoder_name
@@ -148,6 +153,8 @@ class RoiController:
             on_give_up=lambda why: self._give_up(stream, transcoder, why),
             on_encoding=lambda: self._encoding(stream, transcoder),
             on_stats=lambda stats: self._stats(stream, stats),
+            decoder_mode=self._decoder_mode,
+            nvenc_library_dir=self._nvenc_library_dir,
         )
         if record.override is not None:
             transcoder.set_override(record.override)

@@ -497,7 +497,7 @@ def open_encoder(
 
     ``h264_nvenc``/``hevc_nvenc`` mean "NVENC": the one for ``codec`` is opened. When NVENC
     cannot open, the CPU encoder (or, for ``auto``, the probed one) is returned with
-    ``fallback_reason`` set; one log line says so. Raises EncoderError for bad settings, an
+    ``fallback_reason`` set. Raises EncoderError for bad settings, an
     unknown encoder or an FFmpeg one that fails to open.
     """
     settings = EncoderSettings(
@@ -530,9 +530,8 @@ def open_encoder(
         )
     except EncoderError as exc:
         reason = str(exc)
+    # The caller logs the encoder it got, with this reason (one line per stream).
     fallback = CPU_ENCODERS[codec] if encoder_name != "auto" else resolve_encoder(codec)
-    level = logging.INFO if encoder_name == "auto" else logging.WARNING
-    log.log(level, "%s unavailable, encoding with %s instead: %s", nvenc_name, fallback, reason)
     encoder = RoiEncoder(fallback, settings)
     encoder.fallback_reason = reason
     return encoder

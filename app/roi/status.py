@@ -32,6 +32,13 @@ class RoiStats:
     encode_ms: float = 0.0  # the last frame's encode
     lag_ms: float = 0.0  # behind ingest
     degraded: str | None = None  # which degradation step is in force, in words
+    # The decoder and encoder the stage opened, and why not the GPU ones asked for (NVDEC
+    # for ROI_RELAY_DECODER=cuda; NVENC for h264_nvenc/hevc_nvenc or auto).
+    decoder: str | None = None
+    decoder_fallback: str | None = None
+    encoder: str | None = None
+    encoder_fallback: str | None = None
+    providers: tuple[str, ...] | None = None  # the recognition model's onnxruntime providers
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from app.hub import Stream
 from app.media.flv import TagType
@@ -61,6 +62,8 @@ class RoiTranscoder:
         on_stats: Callable[[RoiStats], None] | None = None,
         load_model: ModelLoader = load_stream_model,
         make_tracker: TrackerFactory = make_tracker,
+        decoder_mode: str = "auto",
+        nvenc_library_dir: Path | None = None,
     ) -> None:
         self.stream = stream
         self.loop = asyncio.get_running_loop()
@@ -98,6 +101,8 @@ class RoiTranscoder:
             seed_header=stream.source.video_header,
             load_model=load_model,
             make_tracker=make_tracker,
+            decoder_mode=decoder_mode,
+            nvenc_library_dir=nvenc_library_dir,
         )
         self._thread = threading.Thread(
             target=worker.run, args=(self._inbox,), name=f"roi {stream.key}", daemon=True

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from pathlib import Path
 from typing import Any, Literal
 
 import av
@@ -27,8 +28,9 @@ from app.media.flv import TagType, VideoPacketType, build_video_tag, parse_video
 from app.media.packet import MediaPacket
 from app.media.sei import add_roi_sei
 from app.roi.config import RoiConfig
+from app.roi.decode import open_decoder
 from app.roi.detect import RecognitionModel, load_model
-from app.roi.encode import EncodedPacket, RoiEncoder, open_encoder
+from app.roi.encode import BaseRoiEncoder, EncodedPacket, open_encoder
 from app.roi.regions import Region, RoiState, effective_regions, roi_json
 from app.roi.scheduling import (
     DETECT_CORE_SHARE,
@@ -138,18 +140,22 @@ class TranscodeWorker:
         seed_header: MediaPacket | None = None,
         load_model: ModelLoader = load_stream_model,
         make_tracker: TrackerFactory = make_tracker,
+        decoder_mode: str = "auto",
+        nvenc_library_dir: Path | None = None,
     ) -> None:
         self.name = name
         self._controls = controls
         self._sink = sink
         self._encoder_name = encoder_name
+        self._decoder_mode = decoder_mode
+        self._nvenc_library_dir = nvenc_library_dir
         self._stop = stop
         # Joining a running stream: the decoder needs the header that already went by.
         self._seed_header = seed_header
         self._load_model = load_model
         self._make_tracker = make_tracker
         self.decoder: av.VideoCodecContext | None = None
-        self.encoder: RoiEncoder | None = None
+        self.encoder: BaseRoiEncoder | None = None
         self.codec_tag = ""
         self._nal_codec: Literal["h264", "hevc"] = "h264"
         self.enhanced = False
@@ -257,11 +263,11 @@ class TranscodeWorker:
         self.codec_tag = fourcc
         self._nal_codec = _CODECS[fourcc][1]
         self.enhanced = info.enhanced
-        decoder = av.CodecContext.create(_CODECS[fourcc][0], "r")
-        assert isinstance(decoder, av.VideoCodecContext)
-        decoder.extradata = config_record
-        decoder.thread_type = "SLICE"
-        self.decoder = decoder
+        opened = open_decoder(_CODECS[fourcc][0], config_record, self._decoder_mode)
+        self.decoder = opened.context
+        self.stats = replace(
+            self.stats, decoder=opened.name, decoder_fallback=opened.fallback_reason
+        )
         if self.encoder is not None:
             # A new sequence header (resolution change): the encoder reopens on the next frame.
             self._close_encoder()
@@ -278,7 +284,12 @@ class TranscodeWorker:
         self.tracker = None
         self.tracker_key = None
         if config.model is not None:
-            self.detector = DetectorThread(self._load_model(config.model), self.name)
+            model = self._load_model(config.model)
+            self.detector = DetectorThread(model, self.name)
+            providers = getattr(model, "providers", None)
+            self.stats = replace(
+                self.stats, providers=tuple(providers) if providers is not None else None
+            )
 
     def _regions_for(
         self, frame: av.VideoFrame, lag: float, config: RoiConfig, override: list[Region] | None
@@ -332,7 +343,7 @@ class TranscodeWorker:
             return int(self.facts.measured_bps * 0.95)  # the measured rate includes audio
         return int(width * height * self._fps() * 0.1)
 
-    def _ensure_encoder(self, frame: av.VideoFrame, config: RoiConfig) -> RoiEncoder:
+    def _ensure_encoder(self, frame: av.VideoFrame, config: RoiConfig) -> BaseRoiEncoder:
         want_bitrate = self._bitrate_bps(config, frame.width, frame.height)
         if (
             self.encoder is not None
@@ -352,14 +363,20 @@ class TranscodeWorker:
                 want_bitrate,
                 gop * 4,  # source keyframes are forced below; this only bounds drift
                 encoder_name=self._encoder_name,
+                nvenc_library_dir=self._nvenc_library_dir,
             )
             self.header_sent = False
-            log.info(
-                "ROI encoding %s with %s at %d kbit/s",
+            fallback = self.encoder.fallback_reason
+            # One line: the encoder, and why not NVENC when it was asked for (or auto).
+            log.log(
+                logging.WARNING if fallback and self._encoder_name != "auto" else logging.INFO,
+                "ROI encoding %s with %s at %d kbit/s%s",
                 self.name,
                 self.encoder.name,
                 want_bitrate // 1000,
+                f" (NVENC unavailable: {fallback})" if fallback else "",
             )
+            self.stats = replace(self.stats, encoder=self.encoder.name, encoder_fallback=fallback)
         return self.encoder
 
     def _close_encoder(self) -> None:
