@@ -2,6 +2,11 @@
 transcode with the same encoder settings, measured in the same run.
 
     .venv/bin/python bench/roi_speed.py [--sizes 720,1080] [--seconds 20] [--repeat 3]
+                                        [--encoder libx264|h264_nvenc]
+
+``--encoder h264_nvenc`` runs the relay's side on the NVENC backend (the baseline stays the
+libx264 CLI, so the ratio shows the CPU NVENC saves); where NVENC cannot open (no NVIDIA
+driver, a GPU without NVENC such as A100/H100/H200) it says so and measures nothing (exit 2).
 
 For each size it pushes a clip with a face (a photo from tests/data panning with noise, encoded
 once with the Debian ffmpeg CLI) through:
@@ -37,11 +42,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.config import Settings  # noqa: E402
 from app.hub import Hub, StreamKey  # noqa: E402
 from app.media.flv import TagType, VideoPacketType, parse_video_tag  # noqa: E402
 from app.media.packet import MediaPacket  # noqa: E402
 from app.roi.config import RoiConfig  # noqa: E402
-from app.roi.encode import EncoderSettings, encoder_options, resolve_encoder  # noqa: E402
+from app.roi.encode import (  # noqa: E402
+    EncoderError,
+    EncoderSettings,
+    encoder_options,
+    resolve_encoder,
+)
 from app.roi.transcoder import RoiTranscoder  # noqa: E402
 from app.templates.rules import TemplateSettings  # noqa: E402
 from tests.support.clips import face_clip, flv_packets  # noqa: E402
@@ -84,8 +95,21 @@ def ffmpeg_baseline(path: Path, width: int, height: int, bitrate_kbps: int) -> f
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def nvenc_unavailable(name: str) -> str | None:
+    """Why the NVENC backend cannot open here, or None when it can."""
+    from app.roi.nvenc.encoder import NvencEncoder
+
+    settings = EncoderSettings("h264", 320, 240, Fraction(30), 300_000, 30)
+    try:
+        encoder = NvencEncoder(name, settings, Settings().nvenc_library_dir)
+    except EncoderError as exc:
+        return str(exc)
+    encoder.close()
+    return None
+
+
 async def run_transcoder(
-    packets: list[MediaPacket], model: str, realtime: bool
+    packets: list[MediaPacket], model: str, realtime: bool, encoder: str = "libx264"
 ) -> tuple[float, float, list[float], dict[str, object]]:
     """Feeds the clip through a RoiTranscoder: (CPU s, wall s, per-frame latency, status)."""
     hub = Hub()
@@ -94,7 +118,8 @@ async def run_transcoder(
     transcoder = RoiTranscoder(
         stream,
         RoiConfig(template="bench", settings=TemplateSettings(model=model, delta_qp=-6)),
-        encoder_name="libx264",
+        encoder_name=encoder,
+        nvenc_library_dir=Settings().nvenc_library_dir,
         on_give_up=lambda why: print(f"  transcoder gave up: {why}", file=sys.stderr),
     )
     stream.set_processor(transcoder)
@@ -169,7 +194,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--model", default="LiveShows")
     parser.add_argument("--repeat", type=int, default=3, help="runs per side (medians)")
+    parser.add_argument(
+        "--encoder",
+        default="libx264",
+        choices=["libx264", "h264_nvenc"],
+        help="the relay side's ROI encoder (the baseline is always the libx264 CLI)",
+    )
     args = parser.parse_args()
+    if args.encoder == "h264_nvenc":
+        reason = nvenc_unavailable(args.encoder)
+        if reason is not None:
+            print(
+                f"h264_nvenc is not available on this machine, nothing measured: {reason}\n"
+                "NVENC needs an NVIDIA GPU with an NVENC engine (GeForce/RTX, RTX workstation, "
+                "T4/L4/A10; not A100/H100/H200) and driver 470.57+."
+            )
+            sys.exit(2)
     print(f"cores={os.cpu_count()} load={os.getloadavg()[0]:.2f} model={args.model}")
     headline: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,7 +225,9 @@ def main() -> None:
             base_runs, our_runs = [], []
             for _ in range(args.repeat):
                 base_runs.append(ffmpeg_baseline(clip, width, height, BITRATE_KBPS[size]))
-                our_runs.append(asyncio.run(run_transcoder(packets, args.model, False)))
+                our_runs.append(
+                    asyncio.run(run_transcoder(packets, args.model, False, args.encoder))
+                )
             base_cpu = statistics.median(base_runs)
             cpu, wall, _, status = sorted(our_runs, key=lambda run: run[0])[len(our_runs) // 2]
             ratio = cpu / base_cpu
@@ -196,11 +238,16 @@ def main() -> None:
                 f"[{' '.join(f'{r[0]:.2f}' for r in our_runs)}] "
                 f"({ratio:.2f}x), {wall:.2f} s wall for {duration:.1f} s of video "
                 f"(real-time factor {rtf:.2f}) | detect {status['detect_ms']} ms, "
-                f"encode {status['encode_ms']} ms per frame, regions {status['regions']}"
+                f"encode {status['encode_ms']} ms per frame, regions {status['regions']} | "
+                f"encoder {status['encoder']}, decoder {status['decoder']}"
             )
+            if status["encoder"] != args.encoder:
+                print(f"  NOTE: ran on {status['encoder']}: {status['encoder_fallback']}")
             headline += [f"cpu_ratio_{size}p={ratio:.2f}x", f"rtf_{size}p={rtf:.2f}"]
             if size == 720:
-                _, _, lat, status = asyncio.run(run_transcoder(packets, args.model, True))
+                _, _, lat, status = asyncio.run(
+                    run_transcoder(packets, args.model, True, args.encoder)
+                )
                 p50, p99 = statistics.median(lat) * 1000, percentile(lat, 0.99) * 1000
                 print(
                     f"720p30 at the publisher's pace: added latency median {p50:.1f} ms, "
