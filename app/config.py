@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     player_queue_seconds: float = Field(4.0, gt=0)
     hls_segment_seconds: float = Field(1.0, gt=0)
     hls_window: int = Field(6, ge=2)
+
+    @field_validator("nvenc_library_dir", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @property
     def resolved_database_url(self) -> str:

@@ -268,7 +268,7 @@ class NvencEncoder(BaseRoiEncoder):
             ).reshape(rows, pitch)
             for index, (first, count) in enumerate(((0, height), (height, height // 2))):
                 plane = frame.planes[index]
-                source = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+                source = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
                 target[first : first + count, :width] = source[:count, :width]
         finally:
             self._call("nvEncUnlockInputBuffer", self._encoder, buffer)
