@@ -18,6 +18,11 @@ def fake_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The call log of this test (the fake reads its environment at each call)."""
     log = tmp_path / "calls.jsonl"
     monkeypatch.setenv("FAKE_NVENC_LOG", str(log))
-    for name in ("FAKE_NVENC_OPEN_STATUS", "FAKE_CUDA_INIT_STATUS", "FAKE_NVENC_MAX_VERSION"):
+    for name in (
+        "FAKE_NVENC_OPEN_STATUS",
+        "FAKE_CUDA_INIT_STATUS",
+        "FAKE_NVENC_MAX_VERSION",
+        "FAKE_NVENC_HOLD",
+    ):
         monkeypatch.delenv(name, raising=False)
     return log

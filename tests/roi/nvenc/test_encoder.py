@@ -18,6 +18,7 @@ import pytest
 
 from app.roi.encode import EncoderError, EncoderSettings, open_encoder
 from app.roi.nvenc import api
+from app.roi.nvenc.driver import status_message
 from app.roi.nvenc.encoder import NvencEncoder
 from app.roi.regions import Region, effective_regions
 from tests.roi.nvenc.fake_driver import read_calls, signed_map, write_stream
@@ -177,6 +178,34 @@ def test_session_calls_and_maps(
         decoded += decoder.decode(av.Packet(packet.data))
     decoded += decoder.decode(None)
     assert [(f.width, f.height) for f in decoded] == [(W, H)] * len(source)
+
+
+def test_held_pictures_come_out_in_order(
+    fake_driver_dir: Path, fake_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NV_ENC_ERR_NEED_MORE_INPUT: nothing yet; the next success gives both, in order, and
+    end of stream gives what is still held."""
+    monkeypatch.setenv("FAKE_NVENC_HOLD", "1")
+    source = frames()[:5]
+    monkeypatch.setenv("FAKE_NVENC_STREAM", str(write_stream(tmp_path / "au.bin", "h264", W, H)))
+    encoder = open_encoder(
+        "h264", W, H, FPS, BITRATE, GOP, "h264_nvenc", nvenc_library_dir=fake_driver_dir
+    )
+    batches = [encoder.encode(frame) for frame in source] + [encoder.flush()]
+    assert [len(batch) for batch in batches] == [0, 2, 0, 2, 0, 1]
+    assert [p.pts for batch in batches for p in batch] == [f.pts for f in source]
+    locks = read_calls(fake_env, "nvEncLockBitstream")
+    assert all(lock["filled"] for lock in locks) and len(locks) == len(source)
+
+
+def test_every_status_has_a_message() -> None:
+    for code, name in enumerate(api.NVENCSTATUS_NAMES[1:], start=1):
+        assert status_message("nvEncEncodePicture", code).startswith(
+            f"nvEncEncodePicture failed: {name}"
+        )
+    assert "GeForce" in status_message("x", api.NVENCSTATUS["NV_ENC_ERR_OUT_OF_MEMORY"])
+    assert "470.57" in status_message("x", api.NVENCSTATUS["NV_ENC_ERR_INVALID_VERSION"])
+    assert status_message("x", 99) == "x failed: NVENCSTATUS 99"
 
 
 def test_unsupported_device_fails_clearly_and_falls_back(

@@ -7,6 +7,7 @@
  * one Annex B access unit per frame (all IDR, so any of them decodes on its own); picture n
  * gets access unit n modulo their count.
  *
+ * $FAKE_NVENC_HOLD=1 answers NV_ENC_ERR_NEED_MORE_INPUT for every even picture.
  * $FAKE_NVENC_OPEN_STATUS makes NvEncOpenEncodeSessionEx answer that NVENCSTATUS (e.g. 2,
  * NV_ENC_ERR_UNSUPPORTED_DEVICE, as on a GPU without NVENC); $FAKE_NVENC_MAX_VERSION
  * changes what NvEncodeAPIGetMaxSupportedVersion reports.
@@ -212,6 +213,9 @@ static NVENCSTATUS NVENCAPI encode_picture(void *enc, NV_ENC_PIC_PARAMS *p) {
     out->unit = &units[1 + p->frameIdx % (unit_count - 1)];
     out->timestamp = p->inputTimeStamp;
     out->filled = 1;
+    /* $FAKE_NVENC_HOLD=1: every even picture is held (as with reordering or lookahead): the
+     * client must wait for the next success, then read both bitstreams in order. */
+    if (fake_env_int("FAKE_NVENC_HOLD", 0) && p->frameIdx % 2 == 0) return NV_ENC_ERR_NEED_MORE_INPUT;
     return NV_ENC_SUCCESS;
 }
 
