@@ -13,7 +13,7 @@ from app.roi.decode import DecoderError, open_decoder
 from app.roi.encode import open_encoder
 
 
-def _nvdec_opens() -> bool:
+def nvdec_opens() -> bool:
     try:
         av.CodecContext.create("h264_cuvid", "r").open()
     except (av.FFmpegError, OSError, ValueError):
@@ -32,7 +32,7 @@ def test_decoder_modes(codec: str, mode: str) -> None:
     packets = encoder.encode(frame, force_keyframe=True) + encoder.flush()
     assert encoder.extradata is not None
     opened = open_decoder(codec, encoder.extradata, mode)
-    if _nvdec_opens() and mode != "cpu":
+    if nvdec_opens() and mode != "cpu":
         assert opened.name == f"{codec}_cuvid" and opened.fallback_reason is None
     else:
         assert opened.name == codec

@@ -20,6 +20,7 @@ from app.roi.nvenc import api
 from app.roi.regions import Region, effective_regions
 from tests.av_client import finish_client, start_client
 from tests.roi.nvenc.fake_driver import read_calls, signed_map, write_stream
+from tests.roi.test_decode import nvdec_opens
 from tests.roi.test_live_roi_e2e import create_template, face_push
 
 pytestmark = pytest.mark.slow
@@ -59,7 +60,7 @@ def test_push_is_encoded_by_nvenc_and_sei_matches_the_maps(
 
     assert info["roi"]["applied"] is True, info["roi"]
     assert info["roi"]["encoder"] == "h264_nvenc" and info["roi"]["encoder_fallback"] is None
-    assert info["roi"]["decoder"] == "h264"  # NVDEC does not open without a GPU
+    assert info["roi"]["decoder"] == ("h264_cuvid" if nvdec_opens() else "h264")
     assert gauges(metrics, "live/gpu") == {
         'roi_relay_roi_encoder_info{encoder="h264_nvenc",stream="live/gpu"}': "1.0",
         'roi_relay_roi_encoder_fallback{stream="live/gpu"}': "0.0",
@@ -106,7 +107,10 @@ def test_unsupported_device_falls_back_to_libx264_visibly(
     monkeypatch.setenv("FAKE_NVENC_STREAM", str(write_stream(tmp_path / "au.bin", "h264", W, H)))
     monkeypatch.setenv("FAKE_NVENC_OPEN_STATUS", str(api.NV_ENC_ERR_UNSUPPORTED_DEVICE))
     relay = relay_factory(
-        template_activation_delay=0, encoder="h264_nvenc", nvenc_library_dir=fake_driver_dir
+        template_activation_delay=0,
+        encoder="h264_nvenc",
+        decoder="cuda",
+        nvenc_library_dir=fake_driver_dir,
     )
     create_template(relay.http_url, "nv", model="LiveShows", delta_qp=-8)
     got, info, metrics = push_and_play(relay, "nonvenc")
@@ -116,6 +120,9 @@ def test_unsupported_device_falls_back_to_libx264_visibly(
     assert roi["encoder"] == "libx264"
     assert "NV_ENC_ERR_UNSUPPORTED_DEVICE" in roi["encoder_fallback"]
     assert "no NVENC engine" in roi["encoder_fallback"]
+    if not nvdec_opens():  # this machine: no GPU, so NVDEC asked for decodes on the CPU
+        assert roi["decoder"] == "h264"
+        assert "h264_cuvid (NVDEC) unavailable" in roi["decoder_fallback"]
     assert gauges(metrics, "live/nonvenc") == {
         'roi_relay_roi_encoder_info{encoder="libx264",stream="live/nonvenc"}': "1.0",
         'roi_relay_roi_encoder_fallback{stream="live/nonvenc"}': "1.0",
