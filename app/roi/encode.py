@@ -44,6 +44,7 @@ from pathlib import Path
 import av
 import av.codec.context
 import av.filter
+from av.sidedata.sidedata import Type as SideDataType
 from av.video.frame import PictureType
 
 from app.media.nal import (
@@ -212,7 +213,7 @@ class RoiSideData:
     def __init__(self, width: int, height: int, pix_fmt: str, time_base: Fraction) -> None:
         self._graph = av.filter.Graph()
         node = self._graph.add_buffer(
-            width=width, height=height, format=pix_fmt, time_base=time_base
+            width=width, height=height, format=av.VideoFormat(pix_fmt), time_base=time_base
         )
         for _ in range(ROI_SLOTS):
             slot = self._graph.add("addroi", "x=0:y=0:w=0:h=0:qoffset=0")
@@ -228,11 +229,11 @@ class RoiSideData:
             raise ValueError(f"at most {ROI_SLOTS} regions per frame")
         self._graph.vpush(frame)
         out = self._graph.vpull()
-        side_data = next(
-            (sd for sd in out.side_data if sd.type.name == "REGIONS_OF_INTEREST"), None
-        )
-        if side_data is None:
-            raise EncoderError("addroi filters gave no ROI side data")
+        try:
+            # (PyAV 18's stub types the side-data Type enum as a TypedDict.)
+            side_data = out.side_data[SideDataType.REGIONS_OF_INTEREST]  # type: ignore[typeddict-item]
+        except KeyError:
+            raise EncoderError("addroi filters gave no ROI side data") from None
         view = memoryview(side_data).cast("B")
         slots = len(view) // ROI_ENTRY.size
         if slots < ROI_SLOTS or len(view) % ROI_ENTRY.size:
