@@ -61,6 +61,8 @@ def test_push_is_encoded_by_nvenc_and_sei_matches_the_maps(
     assert info["roi"]["applied"] is True, info["roi"]
     assert info["roi"]["encoder"] == "h264_nvenc" and info["roi"]["encoder_fallback"] is None
     assert info["roi"]["decoder"] == ("h264_cuvid" if nvdec_opens() else "h264")
+    # The model's onnxruntime providers, in use order (CPU here; CUDA first with onnxruntime-gpu).
+    assert info["roi"]["providers"] and info["roi"]["providers"][-1] == "CPUExecutionProvider"
     assert gauges(metrics, "live/gpu") == {
         'roi_relay_roi_encoder_info{encoder="h264_nvenc",stream="live/gpu"}': "1.0",
         'roi_relay_roi_encoder_fallback{stream="live/gpu"}': "0.0",
