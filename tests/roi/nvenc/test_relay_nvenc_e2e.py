@@ -28,8 +28,11 @@ pytestmark = pytest.mark.slow
 W, H = 320, 240
 
 
-def push_and_play(relay, name: str, seconds: float = 4) -> tuple[dict, dict, str]:
-    pusher = face_push(f"{relay.rtmp_url}/live/{name}?roirecognition=roinv", seconds)
+def push_and_play(
+    relay, name: str, seconds: float = 4, codec: str = "h264"
+) -> tuple[dict, dict, str]:
+    extra = ("--codec", "libx265") if codec == "hevc" else ()
+    pusher = face_push(f"{relay.rtmp_url}/live/{name}?roirecognition=roinv", seconds, *extra)
     relay.stream_info("live", name)
     time.sleep(0.5)
     player = start_client("play", f"{relay.http_url}/live/{name}.flv", "--sei")
@@ -48,23 +51,27 @@ def gauges(metrics: str, stream: str) -> dict[str, str]:
     }
 
 
+@pytest.mark.parametrize("codec", ["h264", "hevc"])
 def test_push_is_encoded_by_nvenc_and_sei_matches_the_maps(
-    relay_factory, fake_driver_dir: Path, fake_env: Path, tmp_path: Path, monkeypatch
+    codec: str, relay_factory, fake_driver_dir: Path, fake_env: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    monkeypatch.setenv("FAKE_NVENC_STREAM", str(write_stream(tmp_path / "au.bin", "h264", W, H)))
+    monkeypatch.setenv("FAKE_NVENC_STREAM", str(write_stream(tmp_path / "au.bin", codec, W, H)))
+    # The setting names NVENC; the stream's codec picks h264_nvenc or hevc_nvenc.
     relay = relay_factory(
         template_activation_delay=0, encoder="h264_nvenc", nvenc_library_dir=fake_driver_dir
     )
     create_template(relay.http_url, "nv", model="LiveShows", delta_qp=-8)
-    got, info, metrics = push_and_play(relay, "gpu")
+    got, info, metrics = push_and_play(relay, "gpu", codec=codec)
+    encoder = f"{codec}_nvenc"
+    block = blocks.MACROBLOCK if codec == "h264" else blocks.HEVC_CTB
 
     assert info["roi"]["applied"] is True, info["roi"]
-    assert info["roi"]["encoder"] == "h264_nvenc" and info["roi"]["encoder_fallback"] is None
-    assert info["roi"]["decoder"] == ("h264_cuvid" if nvdec_opens() else "h264")
+    assert info["roi"]["encoder"] == encoder and info["roi"]["encoder_fallback"] is None
+    assert info["roi"]["decoder"] == (f"{codec}_cuvid" if nvdec_opens() else codec)
     # The model's onnxruntime providers, in use order (CPU here; CUDA first with onnxruntime-gpu).
     assert info["roi"]["providers"] and info["roi"]["providers"][-1] == "CPUExecutionProvider"
     assert gauges(metrics, "live/gpu") == {
-        'roi_relay_roi_encoder_info{encoder="h264_nvenc",stream="live/gpu"}': "1.0",
+        f'roi_relay_roi_encoder_info{{encoder="{encoder}",stream="live/gpu"}}': "1.0",
         'roi_relay_roi_encoder_fallback{stream="live/gpu"}': "0.0",
     }
     (init,) = read_calls(fake_env, "nvEncInitializeEncoder")
@@ -73,7 +80,7 @@ def test_push_is_encoded_by_nvenc_and_sei_matches_the_maps(
         H,
     )
 
-    assert got["decode_errors"] == 0 and got["codec"] == "h264"
+    assert got["decode_errors"] == 0 and got["codec"] == codec
     documents = [json.loads(d) for d in got["sei"] if d]
     assert len(documents) >= 0.8 * got["video_frames"] > 20
     pictures = {
@@ -81,7 +88,7 @@ def test_push_is_encoded_by_nvenc_and_sei_matches_the_maps(
         for p in read_calls(fake_env, "nvEncEncodePicture")
         if not p["flags"] & api.NV_ENC_PIC_FLAG_EOS
     }
-    columns, rows = blocks.grid(W, H, blocks.MACROBLOCK)
+    columns, rows = blocks.grid(W, H, block)
     with_regions = 0
     for document in documents:
         picture = pictures[document["pts"]]
@@ -91,9 +98,7 @@ def test_push_is_encoded_by_nvenc_and_sei_matches_the_maps(
             for r in document["regions"]
         ]
         sent = signed_map(picture["qpDeltaMap"])
-        expected = blocks.signed(
-            blocks.delta_qp_map(effective_regions(regions, W, H), W, H, blocks.MACROBLOCK)
-        )
+        expected = blocks.signed(blocks.delta_qp_map(effective_regions(regions, W, H), W, H, block))
         assert sent == expected, document
         if regions:
             with_regions += 1
