@@ -47,12 +47,8 @@ from app.hub import Hub, StreamKey  # noqa: E402
 from app.media.flv import TagType, VideoPacketType, parse_video_tag  # noqa: E402
 from app.media.packet import MediaPacket  # noqa: E402
 from app.roi.config import RoiConfig  # noqa: E402
-from app.roi.encode import (  # noqa: E402
-    EncoderError,
-    EncoderSettings,
-    encoder_options,
-    resolve_encoder,
-)
+from app.roi.encode import encoder_options, resolve_encoder  # noqa: E402
+from app.roi.encoder_base import EncoderError, EncoderSettings  # noqa: E402
 from app.roi.transcoder import RoiTranscoder  # noqa: E402
 from app.templates.rules import TemplateSettings  # noqa: E402
 from tests.support.clips import face_clip, flv_packets  # noqa: E402

@@ -30,7 +30,8 @@ from app.media.sei import add_roi_sei
 from app.roi.config import RoiConfig
 from app.roi.decode import open_decoder
 from app.roi.detect import RecognitionModel, load_model
-from app.roi.encode import BaseRoiEncoder, EncodedPacket, open_encoder
+from app.roi.encode import open_encoder
+from app.roi.encoder_base import BaseRoiEncoder, EncodedPacket
 from app.roi.regions import Region, RoiState, effective_regions, roi_json
 from app.roi.scheduling import (
     DETECT_CORE_SHARE,

@@ -32,9 +32,6 @@ from app.media.sei import add_roi_sei, roi_json_from_frame
 from app.roi.encode import (
     ROI_ENTRY,
     ROI_QOFFSET_DEN,
-    EncodedPacket,
-    EncoderError,
-    EncoderSettings,
     RoiEncoder,
     RoiSideData,
     encoder_options,
@@ -42,6 +39,7 @@ from app.roi.encode import (
     probe_encoders,
     resolve_encoder,
 )
+from app.roi.encoder_base import EncodedPacket, EncoderError, EncoderSettings
 from app.roi.regions import Region, parse_roi_json, roi_json
 
 W, H = 320, 240

@@ -35,7 +35,7 @@ from app.media.nal import (
     split_annexb,
 )
 from app.roi import blocks
-from app.roi.encode import (
+from app.roi.encoder_base import (
     NAL_LENGTH_SIZE,
     BaseRoiEncoder,
     EncodedPacket,

@@ -16,7 +16,8 @@ import av
 import numpy as np
 import pytest
 
-from app.roi.encode import EncoderError, EncoderSettings, open_encoder
+from app.roi.encode import open_encoder
+from app.roi.encoder_base import EncoderError, EncoderSettings
 from app.roi.nvenc import api
 from app.roi.nvenc.driver import status_message
 from app.roi.nvenc.encoder import NvencEncoder
