@@ -18,10 +18,10 @@ import pytest
 from app.roi import blocks
 from app.roi.nvenc import api
 from app.roi.regions import Region, effective_regions
-from tests.av_client import finish_client, start_client
 from tests.roi.nvenc.fake_driver import read_calls, signed_map, write_stream
 from tests.roi.test_decode import nvdec_opens
 from tests.roi.test_live_roi_e2e import create_template, face_push
+from tests.support.av_client import finish_client, start_client
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from app.media.packet import MediaPacket
 from app.roi.config import RoiConfig
 from app.roi.regions import parse_roi
 from app.roi.transcoder import RoiTranscoder
-from tests.clips import face_clip, flv_packets
 from tests.roi.nvenc.fake_driver import read_calls, write_stream
+from tests.support.clips import face_clip, flv_packets
 
 pytestmark = pytest.mark.slow
 
