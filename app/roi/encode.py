@@ -62,6 +62,7 @@ from app.roi.encoder_base import (
     EncoderSettings,
 )
 from app.roi.nvenc.api import NV_ENC_PRESET_GUIDS
+from app.roi.nvenc.driver import DriverMissingError
 from app.roi.nvenc.encoder import NvencEncoder
 from app.roi.regions import MAX_REGIONS, Region
 
@@ -374,7 +375,10 @@ def open_encoder(
             nvenc_name, replace(settings, bframes=0, preset=preset), nvenc_library_dir
         )
     except EncoderError as exc:
-        reason = str(exc)
+        reason: str | None = str(exc)
+        if encoder_name == "auto" and isinstance(exc.__cause__, DriverMissingError):
+            # No NVIDIA driver at all: `auto` simply means the CPU here, not a fallback.
+            reason = None
     # The caller logs the encoder it got, with this reason (one line per stream).
     fallback = CPU_ENCODERS[codec] if encoder_name != "auto" else resolve_encoder(codec)
     encoder = RoiEncoder(fallback, settings)

@@ -58,6 +58,10 @@ class NvencError(RuntimeError):
         self.status = status  # the NVENCSTATUS name, when an NVENC call failed
 
 
+class DriverMissingError(NvencError):
+    """No NVIDIA driver library on this machine: nothing to fall back *from* for ``auto``."""
+
+
 def status_name(code: int) -> str:
     if 0 <= code < len(api.NVENCSTATUS_NAMES):
         return api.NVENCSTATUS_NAMES[code]
@@ -82,7 +86,9 @@ def _load(name: str, library_dir: Path | None) -> ctypes.CDLL:
         return ctypes.CDLL(target)
     except OSError as exc:
         where = f" in {library_dir}" if library_dir is not None else ""
-        raise NvencError(f"{name} not found{where} (NVIDIA driver not installed?): {exc}") from exc
+        raise DriverMissingError(
+            f"{name} not found{where} (NVIDIA driver not installed?): {exc}"
+        ) from exc
 
 
 class Cuda:

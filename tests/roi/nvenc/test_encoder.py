@@ -272,10 +272,19 @@ def test_driver_problems_have_clear_messages(
     assert encoder.fallback_reason is not None and expected in encoder.fallback_reason
 
 
-def test_missing_driver_is_named(tmp_path: Path) -> None:
-    encoder = open_encoder("h264", W, H, FPS, BITRATE, GOP, "auto", nvenc_library_dir=tmp_path)
+def test_missing_driver_is_named_when_nvenc_was_asked_for(tmp_path: Path) -> None:
+    encoder = open_encoder(
+        "h264", W, H, FPS, BITRATE, GOP, "h264_nvenc", nvenc_library_dir=tmp_path
+    )
+    assert encoder.name == "libx264"
     assert encoder.fallback_reason is not None
     assert f"libcuda.so.1 not found in {tmp_path}" in encoder.fallback_reason
+
+
+def test_auto_without_a_driver_is_the_cpu_not_a_fallback(tmp_path: Path) -> None:
+    # A machine with no NVIDIA driver asked for nothing NVENC: no fallback to report.
+    encoder = open_encoder("h264", W, H, FPS, BITRATE, GOP, "auto", nvenc_library_dir=tmp_path)
+    assert encoder.name == "libx264" and encoder.fallback_reason is None
 
 
 def test_sonames_found_through_the_library_path(fake_driver_dir: Path, tmp_path: Path) -> None:
