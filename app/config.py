@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,37 @@ class Settings(BaseSettings):
     player_queue_seconds: float = Field(4.0, gt=0)
     hls_segment_seconds: float = Field(1.0, gt=0)
     hls_window: int = Field(6, ge=2)
+    # RTMPS: a second RTMP listener behind TLS (certificate chain and key as PEM files).
+    rtmps_port: int | None = Field(None, ge=0, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Recording: streams whose "app/stream" matches one of these globs (comma separated).
+    record: str = ""
+    record_dir: Path | None = None  # default: <data_dir>/recordings
+    record_format: str = Field("mp4", pattern="^(mp4|flv)$")
+    record_segment_seconds: float = Field(600.0, gt=0)
+    # Retention per stream, oldest segments first (0: no limit).
+    record_max_hours: float = Field(0.0, ge=0)
+    record_max_gb: float = Field(0.0, ge=0)
+    # Recording stops (the live stream goes on) when the disk has less free space than this.
+    record_min_free_mb: float = Field(256.0, ge=0)
+    # Forwarding: "pattern=url[,url]" rules separated by spaces; {app} and {stream} in a URL
+    # are replaced by the stream's names.
+    forward: str = ""
+    forward_backoff_initial: float = Field(1.0, gt=0)
+    forward_backoff_max: float = Field(30.0, gt=0)
+    # CA bundle (PEM) that rtmps:// destinations are verified against (default: the system's).
+    forward_tls_ca: Path | None = None
+
+    @model_validator(mode="after")
+    def _rtmps_needs_certificate(self) -> Settings:
+        if self.rtmps_port is not None and (self.tls_cert is None or self.tls_key is None):
+            raise ValueError("rtmps_port needs tls_cert and tls_key (PEM files)")
+        return self
+
+    @property
+    def resolved_record_dir(self) -> Path:
+        return self.record_dir if self.record_dir is not None else self.data_dir / "recordings"
 
     @field_validator("nvenc_library_dir", mode="before")
     @classmethod

@@ -30,6 +30,7 @@ from app.roi.controller import RoiController
 from app.roi.detect import RecognitionModel, load_model
 from app.roi.registry import ModelCatalog
 from app.rtmp.server import RtmpServer
+from app.rtmp.tls import server_context
 from app.templates.store import TemplateChange, TemplateStore
 
 log = logging.getLogger("app.server")
@@ -66,6 +67,7 @@ class Relay:
         self._uvicorn: uvicorn.Server | None = None
         self._uvicorn_task: asyncio.Task[None] | None = None
         self.rtmp_port = settings.rtmp_port
+        self.rtmps_port = settings.rtmps_port
         self.http_port = settings.http_port
 
     def _load_stream_model(self, name: str) -> RecognitionModel:
@@ -131,6 +133,12 @@ class Relay:
         await self.templates.start_watching()
         await self.rtmp.start(self.settings.host, self.settings.rtmp_port)
         self.rtmp_port = self.rtmp.port
+        if self.settings.rtmps_port is not None:
+            assert self.settings.tls_cert is not None and self.settings.tls_key is not None
+            context = server_context(self.settings.tls_cert, self.settings.tls_key)
+            self.rtmps_port = await self.rtmp.start(
+                self.settings.host, self.settings.rtmps_port, tls=context
+            )
 
         sock = socket.socket(socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

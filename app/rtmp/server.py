@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from app.media.flv import FlvError, TagType
 from app.media.packet import MediaPacket
 from app.rtmp import session as rtmp
 from app.rtmp.session import RtmpServerSession
+from app.rtmp.tls import TlsAcceptor
 
 log = logging.getLogger("app.rtmp")
 
@@ -69,27 +71,46 @@ class RtmpServer:
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
         self.port = 0
-        self._server: asyncio.Server | None = None
+        self.tls_port = 0
+        self._servers: list[asyncio.Server] = []
+        self._tls_upgrades: set[asyncio.Task[None]] = set()
         self._connections: set[RtmpConnection] = set()
 
     @property
     def connections(self) -> frozenset[RtmpConnection]:
         return frozenset(self._connections)
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        """Listens for RTMP (or RTMPS with ``tls``): the same sessions behind either."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: RtmpConnection(self), host, port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("RTMP listening on %s:%d", host, self.port)
+        if tls is None:
+            server = await loop.create_server(lambda: RtmpConnection(self), host, port)
+        else:
+            context = tls
+            server = await loop.create_server(
+                lambda: TlsAcceptor(context, lambda: RtmpConnection(self), self._tls_upgrades),
+                host,
+                port,
+            )
+        self._servers.append(server)
+        bound = int(server.sockets[0].getsockname()[1])
+        if tls is None:
+            self.port = bound
+        else:
+            self.tls_port = bound
+        log.info("%s listening on %s:%d", "RTMP" if tls is None else "RTMPS", host, bound)
+        return bound
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
+        for task in tuple(self._tls_upgrades):
+            task.cancel()
         for conn in tuple(self._connections):
             conn.close("server shutting down")
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
 
     def _opened(self, conn: RtmpConnection) -> None:
         self._connections.add(conn)
