@@ -16,15 +16,17 @@ from app import __version__
 from app.api.docs import mount_docs
 from app.api.hls import hls_router
 from app.api.player import player_router
+from app.api.recordings import recordings_router
 from app.api.roi_feed import roi_feed_router
 from app.api.security import bearer_auth
 from app.api.streams import streams_router
 from app.api.templates import document_models, models_router, mount_console, templates_router
 from app.api.whep import whep_router
 from app.config import Settings
-from app.hub import Hub
+from app.hub import Hub, Stream
 from app.metrics import relay_registry
 from app.outputs.flv import HttpFlvPlayback
+from app.outputs.record.manager import RecordingManager
 from app.outputs.webrtc import WhepService
 from app.roi.controller import RoiController
 from app.roi.detect import RecognitionModel, load_model
@@ -60,6 +62,7 @@ class Relay:
         self.registry = relay_registry(self.hub, self.roi)
         self.templates.subscribe(self._on_template_change)
         self.whep = WhepService(self.hub)
+        self.recordings = RecordingManager(self.hub, settings)
         self.http_app = self._build_http_app()
         # HTTP-FLV is answered in front of FastAPI (app/outputs/flv.py says why).
         self.asgi_app = HttpFlvPlayback(self.hub, self.http_app)
@@ -74,6 +77,9 @@ class Relay:
         # One intra-op thread per stream leaves a core to the encoder.
         return load_model(name, threads=1, catalog=self.models)
 
+    def _output_sections(self, stream: Stream) -> dict[str, Any]:
+        return {"recording": self.recordings.stream_section(stream)}
+
     def _build_http_app(self) -> FastAPI:
         app = FastAPI(
             title="roi-relay",
@@ -87,7 +93,8 @@ class Relay:
         app.include_router(templates_router(self.templates, self.models, guard))
         app.include_router(models_router(self.models, guard))
         document_models(app, self.models)
-        app.include_router(streams_router(self.hub, self.roi, guard))
+        app.include_router(streams_router(self.hub, self.roi, guard, self._output_sections))
+        app.include_router(recordings_router(self.recordings, guard))
         mount_console(app)
 
         @app.get("/healthz", tags=["ops"], summary="Liveness")
@@ -181,6 +188,7 @@ class Relay:
         for stream in self.hub.streams():
             stream.close()
         await self.hub.wait_closed()
+        await self.recordings.close()
         await self.whep.close()
         await self.templates.stop_watching()
         if self._uvicorn is not None:

@@ -7,6 +7,7 @@ neither of them knows this shape.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response, params
@@ -118,6 +119,16 @@ class StreamInfo(BaseModel):
     template: str | None = Field(description=f"The push URL's `{TEMPLATE_QUERY}` template")
     roi: RoiInfo
     warnings: list[str] = Field(description="What the publisher should change, in words")
+    recording: dict[str, Any] | None = Field(
+        None,
+        description="Its recording: enabled, state (off, recording, waiting, stopped, failed), "
+        "session, segments, bytes, dropped_frames, error, current segment id",
+    )
+    forwards: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Forwarding destinations: url, state, connected, bytes, reconnects, "
+        "dropped_frames, last_error",
+    )
 
     @classmethod
     def of(cls, stream: Stream, roi: RoiStatus) -> StreamInfo:
@@ -150,15 +161,20 @@ def find_stream(hub: Hub, app: str, stream: str) -> Stream:
 
 
 def streams_router(
-    hub: Hub, roi: RoiController | None, dependencies: list[params.Depends]
+    hub: Hub,
+    roi: RoiController | None,
+    dependencies: list[params.Depends],
+    outputs: Callable[[Stream], dict[str, Any]] | None = None,
 ) -> APIRouter:
-    """``roi`` None: no ROI stage runs (the streams then show the status they start with)."""
+    """``roi`` None: no ROI stage runs (the streams then show the status they start with).
+    ``outputs`` adds the recording and forwarding sections of a stream's document."""
     router = APIRouter(prefix="/api/v1/streams", tags=["streams"], dependencies=dependencies)
     not_live: dict[int | str, dict[str, Any]] = {404: {"description": "Stream not live"}}
 
     def info(stream: Stream) -> StreamInfo:
         status = roi.status(stream) if roi is not None else initial_status(stream.query)
-        return StreamInfo.of(stream, status)
+        document = StreamInfo.of(stream, status)
+        return document.model_copy(update=outputs(stream)) if outputs is not None else document
 
     # async: handlers run on the event loop, the only thread that reads stream state.
     @router.get("", summary="Live streams with their stats")

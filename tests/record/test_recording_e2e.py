@@ -1,0 +1,120 @@
+"""Recording end to end in the relay: real RTMP pushes recorded to fragmented MP4 segments
+with ROI sidecars, read back with FFmpeg; reconnects, retention and the REST switch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.av_client import finish_client, run_client, start_client
+from tests.record.helpers import probe_frames, sei_by_pts, wait_recordings
+
+pytestmark = pytest.mark.slow
+
+
+def test_pushed_clip_is_recorded_into_segments_with_every_frame_and_audio(relay_factory) -> None:
+    relay = relay_factory(record="live/*", record_segment_seconds=1.0, record_min_free_mb=0)
+    pushed = run_client("push", f"{relay.rtmp_url}/live/show", "--seconds", "4", "--gop", "25")
+    found = wait_recordings(relay.http_url, "show", count=4)
+    assert {r["session"] for r in found} == {found[0]["session"]}
+    assert [r["segment"] for r in found] == list(range(1, len(found) + 1))
+    root = Path(relay.relay.settings.resolved_record_dir)
+    video = audio = 0
+    for recording in found:
+        with httpx.Client(base_url=relay.http_url, timeout=10) as client:
+            media = client.get(recording["media_url"])
+            assert media.status_code == 200 and media.headers["content-type"] == "video/mp4"
+        path = root / "segment.mp4"
+        path.write_bytes(media.content)
+        frames = probe_frames(path)
+        assert frames["video"] == recording["video_frames"]
+        # Each segment opens on a keyframe, and the sidecar has a line per frame.
+        regions = httpx.get(relay.http_url + recording["regions_url"], timeout=5)
+        assert len(regions.text.splitlines()) == frames["video"]
+        video += frames["video"]
+        audio += frames["audio"]
+    assert video == pushed["video_frames"]
+    assert audio >= pushed["audio_frames"] - 2  # AAC priming/flush frames at the very end
+
+
+def test_sidecar_regions_match_the_sei_of_the_same_frames(relay_factory, tmp_path) -> None:
+    from tests.roi.test_live_roi_e2e import create_template, face_push
+
+    relay = relay_factory(
+        template_activation_delay=0, record="live/*", record_segment_seconds=60,
+        record_min_free_mb=0,
+    )  # fmt: skip
+    create_template(relay.http_url, "rec", model="LiveShows", delta_qp=-8)
+    finish_client(face_push(f"{relay.rtmp_url}/live/face?roirecognition=roirec", 4))
+    (recording,) = wait_recordings(relay.http_url, "face")
+    media = tmp_path / "face.mp4"
+    media.write_bytes(httpx.get(relay.http_url + recording["media_url"], timeout=10).content)
+    lines = {line["t"]: line for line in sidecar_from(relay.http_url, recording)}
+    frames = sei_by_pts(media)
+    with_regions = 0
+    for pts, document in frames:
+        line = lines[pts]
+        if document is None:
+            assert line["regions"] == []
+            continue
+        assert line["regions"] == document["regions"]
+        assert line["pts"] == document["pts"]
+        with_regions += bool(document["regions"])
+    assert with_regions > len(frames) // 2, "the face was found in most frames"
+
+
+def sidecar_from(base: str, recording: dict) -> list[dict]:
+    return [json.loads(line) for line in httpx.get(base + recording["regions_url"]).text.split()]
+
+
+def test_a_reconnect_starts_a_new_segment_of_the_same_session(relay_factory) -> None:
+    relay = relay_factory(record="live/*", record_min_free_mb=0)
+    for _ in range(2):
+        run_client("push", f"{relay.rtmp_url}/live/again", "--seconds", "1.5", "--no-audio")
+    found = wait_recordings(relay.http_url, "again", count=2)
+    assert len(found) == 2
+    assert found[0]["session"] == found[1]["session"]
+    assert [r["segment"] for r in found] == [1, 2]
+    assert all(r["video_frames"] == 37 for r in found)
+    info = httpx.get(f"{relay.http_url}/api/v1/recordings/{found[1]['id']}", timeout=5).json()
+    assert info["state"] == "complete"
+
+
+def test_retention_deletes_the_oldest_segments(relay_factory) -> None:
+    # 1-second segments of a ~400 kbit/s push are ~50 kB each; keep at most ~120 kB.
+    relay = relay_factory(
+        record="live/*", record_segment_seconds=1.0, record_max_gb=120_000 / 2**30,
+        record_min_free_mb=0,
+    )  # fmt: skip
+    run_client(
+        "push", f"{relay.rtmp_url}/live/keep", "--seconds", "6", "--gop", "25",
+        "--bitrate", "400", "--no-realtime",
+    )  # fmt: skip
+    found = wait_recordings(relay.http_url, "keep", count=1)
+    kept = [r["segment"] for r in found]
+    assert kept[-1] >= 5, kept  # the newest segments are there
+    assert kept[0] > 1, kept  # the oldest were deleted
+    assert sum(r["bytes"] for r in found[:-1]) <= 120_000
+
+
+def test_rest_starts_and_stops_a_recording_and_the_stream_document_shows_it(relay) -> None:
+    pusher = start_client("push", f"{relay.rtmp_url}/live/ondemand", "--seconds", "4")
+    relay.stream_info("live", "ondemand")
+    base = relay.http_url
+    assert relay.stream_info("live", "ondemand")["recording"]["state"] == "off"
+    started = httpx.post(f"{base}/api/v1/streams/live/ondemand/record", timeout=5)
+    assert started.status_code == 200 and started.json()["recording"]["state"] == "recording"
+    info = httpx.get(f"{base}/api/v1/streams/live/ondemand", timeout=5).json()
+    assert info["recording"]["enabled"] is True
+    stopped = httpx.delete(f"{base}/api/v1/streams/live/ondemand/record", timeout=5)
+    assert stopped.status_code == 204
+    again = httpx.delete(f"{base}/api/v1/streams/live/ondemand/record", timeout=5)
+    assert again.status_code == 404
+    finish_client(pusher)
+    (recording,) = wait_recordings(base, "ondemand")
+    assert recording["video_frames"] > 0
+    missing = httpx.get(f"{base}/api/v1/recordings/20260101T000000Z-abcdef-00001", timeout=5)
+    assert missing.status_code == 404
