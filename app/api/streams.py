@@ -120,7 +120,7 @@ class StreamInfo(BaseModel):
     roi: RoiInfo
     warnings: list[str] = Field(description="What the publisher should change, in words")
     recording: dict[str, Any] | None = Field(
-        None,
+        default=None,
         description="Its recording: enabled, state (off, recording, waiting, stopped, failed), "
         "session, segments, bytes, dropped_frames, error, current segment id",
     )
