@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     record_max_gb: float = Field(0.0, ge=0)
     # Recording stops (the live stream goes on) when the disk has less free space than this.
     record_min_free_mb: float = Field(256.0, ge=0)
+    # Forwarding: "pattern=url[,url]" rules separated by spaces; {app} and {stream} in a URL
+    # are replaced by the stream's names.
+    forward: str = ""
+    forward_backoff_initial: float = Field(1.0, gt=0)
+    forward_backoff_max: float = Field(30.0, gt=0)
+    # CA bundle (PEM) that rtmps:// destinations are verified against (default: the system's).
+    forward_tls_ca: Path | None = None
 
     @model_validator(mode="after")
     def _rtmps_needs_certificate(self) -> Settings:

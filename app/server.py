@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import __version__
 from app.api.docs import mount_docs
+from app.api.forwards import forwards_router
 from app.api.hls import hls_router
 from app.api.player import player_router
 from app.api.recordings import recordings_router
@@ -26,11 +27,14 @@ from app.config import Settings
 from app.hub import Hub, Stream
 from app.metrics import relay_registry
 from app.outputs.flv import HttpFlvPlayback
+from app.outputs.forward.manager import ForwardManager
+from app.outputs.forward.metrics import ForwardCollector
 from app.outputs.record.manager import RecordingManager
 from app.outputs.webrtc import WhepService
 from app.roi.controller import RoiController
 from app.roi.detect import RecognitionModel, load_model
 from app.roi.registry import ModelCatalog
+from app.rtmp.client import RtmpPublishSession
 from app.rtmp.server import RtmpServer
 from app.rtmp.tls import server_context
 from app.templates.store import TemplateChange, TemplateStore
@@ -63,6 +67,8 @@ class Relay:
         self.templates.subscribe(self._on_template_change)
         self.whep = WhepService(self.hub)
         self.recordings = RecordingManager(self.hub, settings)
+        self.forwards = ForwardManager(self.hub, settings, RtmpPublishSession)
+        self.registry.register(ForwardCollector(self.forwards))
         self.http_app = self._build_http_app()
         # HTTP-FLV is answered in front of FastAPI (app/outputs/flv.py says why).
         self.asgi_app = HttpFlvPlayback(self.hub, self.http_app)
@@ -78,7 +84,10 @@ class Relay:
         return load_model(name, threads=1, catalog=self.models)
 
     def _output_sections(self, stream: Stream) -> dict[str, Any]:
-        return {"recording": self.recordings.stream_section(stream)}
+        return {
+            "recording": self.recordings.stream_section(stream),
+            "forwards": self.forwards.status(stream.key),
+        }
 
     def _build_http_app(self) -> FastAPI:
         app = FastAPI(
@@ -95,6 +104,7 @@ class Relay:
         document_models(app, self.models)
         app.include_router(streams_router(self.hub, self.roi, guard, self._output_sections))
         app.include_router(recordings_router(self.recordings, guard))
+        app.include_router(forwards_router(self.forwards, guard))
         mount_console(app)
 
         @app.get("/healthz", tags=["ops"], summary="Liveness")
@@ -189,6 +199,7 @@ class Relay:
             stream.close()
         await self.hub.wait_closed()
         await self.recordings.close()
+        await self.forwards.close()
         await self.whep.close()
         await self.templates.stop_watching()
         if self._uvicorn is not None:
