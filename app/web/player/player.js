@@ -2,6 +2,7 @@
 // fallbacks; region overlay, danmaku kept off the regions, background blur outside them.
 //
 // URL: /play/{app}/{stream}?transport=auto|whep|flv|hls&regions=1&danmaku=1&blur=1
+//      /play/vod/{recording id}: a recording (MP4) with its regions from the ROI sidecar
 //      &roi=ws (WHEP: regions from the WebSocket feed instead of the data channel)
 //      &demo=1 (sample comments) &color=ffffff (comment colour) &shadow=0
 
@@ -14,6 +15,7 @@ const params = new URLSearchParams(location.search);
 const parts = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
 const [appName, streamName] = parts.slice(1, 3);
 const base = `/${encodeURIComponent(appName)}/${encodeURIComponent(streamName)}`;
+const vod = appName === "vod";
 
 const $ = (id) => document.getElementById(id);
 const video = $("video");
@@ -134,6 +136,26 @@ async function playHls() {
   await firstFrame(20000);
 }
 
+// A recording: the MP4 in the <video> element, every frame's regions from the JSON-lines
+// sidecar; a line's "t" is the frame's media time in ms (README, Recording).
+async function playVod() {
+  const id = encodeURIComponent(streamName);
+  const reply = await fetch(`/vod/${id}/regions.jsonl`);
+  if (!reply.ok) throw new Error(`no such recording (${reply.status})`);
+  regions.limit = Infinity; // a whole segment, not a live window
+  for (const line of (await reply.text()).split("\n")) {
+    if (!line) continue;
+    const doc = JSON.parse(line);
+    // A frame without ROI metadata still replaces the previous frame's regions.
+    if (!(doc.w > 0 && doc.h > 0)) Object.assign(doc, { w: 1, h: 1 });
+    addRoi(JSON.stringify(doc), "sidecar", doc.t);
+  }
+  video.src = `/vod/${id}/media`;
+  session = { close() {} };
+  frameOf = (meta) => Math.round(meta.mediaTime * 1000);
+  await firstFrame(20000);
+}
+
 function openRoiSocket(onRoi) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   roiSocket = new WebSocket(`${scheme}://${location.host}${base}/roi`);
@@ -155,7 +177,7 @@ function firstFrame(timeoutMs) {
   });
 }
 
-const TRANSPORTS = { whep: playWhep, flv: playFlv, hls: playHls };
+const TRANSPORTS = { whep: playWhep, flv: playFlv, hls: playHls, vod: playVod };
 const POLL_MS = 1000;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -218,7 +240,8 @@ function whileLive(mine) {
 async function play(choice) {
   const mine = ++attempt;
   stop();
-  if (!(await untilLive(mine))) return;
+  // A recording is there or not: no live status to wait for.
+  if (!vod && !(await untilLive(mine))) return;
   let order = choice === "auto" ? ["whep", "flv", "hls"] : [choice];
   if (lastPlayed && order.includes(lastPlayed)) order = [lastPlayed, ...order.filter((t) => t !== lastPlayed)];
   let notLive = false;
@@ -228,7 +251,7 @@ async function play(choice) {
     state.waiting = null;
     $("waiting").hidden = true;
     setStatus(`connecting (${name})`);
-    const watch = whileLive(mine);
+    const watch = vod ? { gone: new Promise(() => {}), stop() {} } : whileLive(mine);
     try {
       await Promise.race([TRANSPORTS[name](mine), watch.gone]);
       if (mine !== attempt) return;
@@ -270,6 +293,10 @@ function stop() {
 
 function fail(err) {
   state.error = String(err.message || err);
+  if (vod) {
+    setStatus(video.ended ? "ended" : `not playing: ${state.error}`);
+    return; // a recording does not come back by itself
+  }
   if (state.status.startsWith("playing")) {
     setStatus(`lost: ${state.error}`);
     play($("transport").value);
@@ -427,4 +454,4 @@ setInterval(() => {
     ` | regions ${doc ? doc.roi || "none" : "-"} | messages ${state.roiMessages}`;
 }, 500);
 
-play($("transport").value);
+play(vod ? "vod" : $("transport").value);
