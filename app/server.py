@@ -30,6 +30,7 @@ from app.outputs.flv import HttpFlvPlayback
 from app.outputs.forward.manager import ForwardManager
 from app.outputs.forward.metrics import ForwardCollector
 from app.outputs.record.manager import RecordingManager
+from app.outputs.record.metrics import RecordingCollector
 from app.outputs.webrtc import WhepService
 from app.roi.controller import RoiController
 from app.roi.detect import RecognitionModel, load_model
@@ -67,6 +68,7 @@ class Relay:
         self.templates.subscribe(self._on_template_change)
         self.whep = WhepService(self.hub)
         self.recordings = RecordingManager(self.hub, settings)
+        self.registry.register(RecordingCollector(self.recordings))
         self.forwards = ForwardManager(self.hub, settings, RtmpPublishSession)
         self.registry.register(ForwardCollector(self.forwards))
         self.http_app = self._build_http_app()

@@ -81,6 +81,22 @@ def test_a_reconnect_starts_a_new_segment_of_the_same_session(relay_factory) -> 
     assert all(r["video_frames"] == 37 for r in found)
     info = httpx.get(f"{relay.http_url}/api/v1/recordings/{found[1]['id']}", timeout=5).json()
     assert info["state"] == "complete"
+    metrics = httpx.get(f"{relay.http_url}/metrics", timeout=5).text
+    assert 'roi_relay_recording_segments_total{stream="live/again"} 2.0' in metrics
+
+
+def test_flv_recordings_on_request(relay_factory, tmp_path) -> None:
+    relay = relay_factory(record="live/*", record_format="flv", record_min_free_mb=0)
+    pushed = run_client("push", f"{relay.rtmp_url}/live/asflv", "--seconds", "2")
+    (recording,) = wait_recordings(relay.http_url, "asflv")
+    assert recording["format"] == "flv"
+    media = httpx.get(f"{relay.http_url}/api/v1/recordings/{recording['id']}/media", timeout=5)
+    assert media.headers["content-type"] == "video/x-flv"
+    path = tmp_path / "rec.flv"
+    path.write_bytes(media.content)
+    frames = probe_frames(path)
+    assert frames["video"] == pushed["video_frames"]
+    assert frames["audio"] >= pushed["audio_frames"] - 2
 
 
 def test_retention_deletes_the_oldest_segments(relay_factory) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from app.config import Settings
 from app.hub import Hub, Stream, StreamKey
 from app.outputs.record import catalog
-from app.outputs.record.recorder import RecorderConfig, StreamRecorder
+from app.outputs.record.recorder import RecorderConfig, RecorderStatus, StreamRecorder
 from app.outputs.record.retention import Retention
 from app.outputs.record.segment import SegmentSummary
 
@@ -92,6 +92,9 @@ class RecordingManager:
         if recorder is None:
             return None
         return recorder.status.as_dict()
+
+    def statuses(self) -> list[tuple[StreamKey, RecorderStatus]]:
+        return [(key, r.status) for key, r in tuple(self._recorders.items())]
 
     def stream_section(self, stream: Stream) -> dict[str, Any]:
         status = self.status(stream.key)
