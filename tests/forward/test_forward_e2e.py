@@ -11,11 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.av_client import finish_client, start_client
 from tests.forward.conftest import StalledDestination, free_port
-from tests.relay_harness import RunningRelay
-from tests.roi.test_live_roi_e2e import create_template, face_push
-from tests.tls import self_signed
+from tests.support.av_client import face_push, finish_client, start_client
+from tests.support.relay_harness import RunningRelay, create_template
+from tests.support.tls import self_signed
 
 pytestmark = pytest.mark.slow
 

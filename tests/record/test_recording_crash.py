@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.av_client import ROOT, finish_client, start_client
 from tests.record.helpers import probe_frames
+from tests.support.av_client import ROOT, finish_client, start_client
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.av_client import finish_client, run_client, start_client
 from tests.record.helpers import probe_frames, sei_by_pts, wait_recordings
+from tests.support.av_client import finish_client, run_client, start_client
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,8 @@ def test_pushed_clip_is_recorded_into_segments_with_every_frame_and_audio(relay_
 
 
 def test_sidecar_regions_match_the_sei_of_the_same_frames(relay_factory, tmp_path) -> None:
-    from tests.roi.test_live_roi_e2e import create_template, face_push
+    from tests.support.av_client import face_push
+    from tests.support.relay_harness import create_template
 
     relay = relay_factory(
         template_activation_delay=0, record="live/*", record_segment_seconds=60,

@@ -11,10 +11,12 @@ import pytest
 
 from app.hub import StreamKey
 from app.media.packet import MediaPacket
-from tests.outputs.media import encode_flv, face_box, face_frame, feed_live, flv_packets, with_roi
-from tests.outputs.test_player_browser import browser, check_player, state  # noqa: F401
+from tests.outputs.conftest import browser  # noqa: F401 (the Chromium fixture)
+from tests.outputs.media import face_box, face_frame, feed_live, with_roi
+from tests.outputs.test_player_browser import check_player, state
 from tests.record.helpers import wait_recordings
-from tests.relay_harness import RunningRelay
+from tests.support.clips import encode_flv, flv_packets
+from tests.support.relay_harness import RunningRelay
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.relay_harness import RunningRelay
-from tests.tls import self_signed
+from tests.support.relay_harness import RunningRelay
+from tests.support.tls import self_signed
 
 pytestmark = pytest.mark.slow
 
