@@ -135,3 +135,36 @@ def test_rest_starts_and_stops_a_recording_and_the_stream_document_shows_it(rela
     assert recording["video_frames"] > 0
     missing = httpx.get(f"{base}/api/v1/recordings/20260101T000000Z-abcdef-00001", timeout=5)
     assert missing.status_code == 404
+
+
+def test_a_writer_that_falls_behind_skips_to_a_keyframe_and_counts_it(tmp_path) -> None:
+    from app.hub import StreamKey
+    from tests.outputs.media import feed_live
+    from tests.support.clips import encode_flv, flv_packets
+    from tests.support.relay_harness import RunningRelay
+
+    # 50 s of media handed over at once (within what a hub queue holds): far faster than the
+    # writer thread can mux, so the recorder's bounded queue overflows.
+    packets = flv_packets(encode_flv(seconds=50, width=64, height=48, gop=25))
+    relay = RunningRelay(
+        tmp_path / "data", record="live/*", record_min_free_mb=0, player_queue_seconds=600
+    )
+    try:
+        relay.run(feed_live(relay.relay.hub, StreamKey("live", "burst"), packets, False))
+        (recording,) = wait_recordings(relay.http_url, "burst")
+        streams = httpx.get(f"{relay.http_url}/metrics", timeout=5).text
+    finally:
+        relay.stop()
+    total = sum(1 for p in packets if p.kind == 9 and not p.sequence_header)
+    dropped = next(
+        float(line.split()[-1])
+        for line in streams.splitlines()
+        if line.startswith('roi_relay_recording_dropped_frames_total{stream="live/burst"}')
+    )
+    assert dropped > 0, "the writer kept up with the burst"
+    path = next((tmp_path / "data" / "recordings" / "live" / "burst").glob("*/00001.mp4"))
+    frames = probe_frames(path)
+    # Every frame is either in the file or counted as dropped; the file decodes throughout
+    # (the skip resumed on a keyframe).
+    assert frames["video"] + dropped == total, (frames, dropped, total)
+    assert frames["video"] == recording["video_frames"]

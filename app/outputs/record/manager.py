@@ -91,10 +91,10 @@ class RecordingManager:
         recorder = self._recorders.get(key)
         if recorder is None:
             return None
-        return recorder.status.as_dict()
+        return recorder.refresh().as_dict()
 
     def statuses(self) -> list[tuple[StreamKey, RecorderStatus]]:
-        return [(key, r.status) for key, r in tuple(self._recorders.items())]
+        return [(key, r.refresh()) for key, r in tuple(self._recorders.items())]
 
     def stream_section(self, stream: Stream) -> dict[str, Any]:
         status = self.status(stream.key)

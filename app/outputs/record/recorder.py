@@ -25,7 +25,7 @@ from typing import Any
 
 import av
 
-from app.hub import Stream, StreamKey
+from app.hub import Stream, StreamKey, Subscription
 from app.media.flv import TagType
 from app.media.packet import MediaPacket
 from app.outputs.record.retention import Retention, apply_retention
@@ -101,6 +101,11 @@ class StreamRecorder:
         self._loop = asyncio.get_running_loop()
         self._queue: queue.Queue[MediaPacket | str] = queue.Queue(QUEUE_PACKETS)
         self._skipping = False
+        # Video frames skipped: by this recorder's queue, and by the hub subscriptions it
+        # had (both mean the writer fell behind the stream).
+        self._dropped_here = 0
+        self._dropped_hub = 0
+        self._subscription: Subscription | None = None
         self._pump: asyncio.Task[None] | None = None
         self._stream: Stream | None = None
         config.session_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +133,14 @@ class StreamRecorder:
             self._pump.cancel()
             self._pump = None
 
-    async def _feed(self, subscription: Any) -> None:
+    def refresh(self) -> RecorderStatus:
+        sub = self._subscription
+        live = sub.dropped_frames if sub is not None else 0
+        self.status.dropped_frames = self._dropped_here + self._dropped_hub + live
+        return self.status
+
+    async def _feed(self, subscription: Subscription) -> None:
+        self._subscription = subscription
         try:
             while True:
                 packet = await subscription.get()
@@ -136,6 +148,8 @@ class StreamRecorder:
                     break
                 self._offer(packet)
         finally:
+            self._dropped_hub += subscription.dropped_frames
+            self._subscription = None
             subscription.close()
             self._put(_BREAK)
             if not self.stopped:
@@ -145,7 +159,7 @@ class StreamRecorder:
         if self._skipping:
             if not (packet.kind is TagType.VIDEO and packet.keyframe) or self._queue.full():
                 if packet.kind is TagType.VIDEO and not packet.sequence_header:
-                    self.status.dropped_frames += 1
+                    self._dropped_here += 1
                 return
             self._skipping = False
             log.info("recording %s caught up: resumed at a keyframe", self.key)
@@ -154,7 +168,7 @@ class StreamRecorder:
         except queue.Full:
             self._skipping = True
             if packet.kind is TagType.VIDEO:
-                self.status.dropped_frames += 1
+                self._dropped_here += 1
             log.warning("recording %s fell behind the stream: skipping to a keyframe", self.key)
 
     def _put(self, item: str) -> None:
