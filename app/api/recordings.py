@@ -3,16 +3,24 @@ web player loads (``/vod/{id}/media``, ``/vod/{id}/regions.jsonl``), like live p
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response, params
+from fastapi import APIRouter, Body, HTTPException, Query, Response, params
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
 
 from app.hub import StreamKey
 from app.outputs.record.catalog import Recording
 from app.outputs.record.manager import RecordingManager
 
 _MEDIA_TYPES = {".mp4": "video/mp4", ".flv": "video/x-flv"}
+
+
+class RecordRequest(BaseModel):
+    format: Literal["mp4", "flv"] | None = Field(
+        default=None,
+        description="Container of this stream's recordings (default ROI_RELAY_RECORD_FORMAT)",
+    )
 
 
 def _found(manager: RecordingManager, recording_id: str) -> Recording:
@@ -44,8 +52,10 @@ def recordings_router(manager: RecordingManager, dependencies: list[params.Depen
     api = APIRouter(prefix="/api/v1", dependencies=dependencies)
 
     @api.post("/streams/{app}/{stream}/record", summary="Record this stream (now if live)")
-    async def start(app: str, stream: str) -> dict[str, Any]:
-        status = manager.start(StreamKey(app, stream))
+    async def start(
+        app: str, stream: str, body: RecordRequest | None = Body(default=None)
+    ) -> dict[str, Any]:
+        status = manager.start(StreamKey(app, stream), body.format if body else None)
         return {"app": app, "stream": stream, "enabled": True, "recording": status}
 
     @api.delete(

@@ -122,7 +122,11 @@ def test_rest_starts_and_stops_a_recording_and_the_stream_document_shows_it(rela
     relay.stream_info("live", "ondemand")
     base = relay.http_url
     assert relay.stream_info("live", "ondemand")["recording"]["state"] == "off"
-    started = httpx.post(f"{base}/api/v1/streams/live/ondemand/record", timeout=5)
+    bad = httpx.post(f"{base}/api/v1/streams/live/ondemand/record", json={"format": "avi"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "format"]
+    started = httpx.post(
+        f"{base}/api/v1/streams/live/ondemand/record", json={"format": "flv"}, timeout=5
+    )
     assert started.status_code == 200 and started.json()["recording"]["state"] == "recording"
     info = httpx.get(f"{base}/api/v1/streams/live/ondemand", timeout=5).json()
     assert info["recording"]["enabled"] is True
@@ -132,7 +136,9 @@ def test_rest_starts_and_stops_a_recording_and_the_stream_document_shows_it(rela
     assert again.status_code == 404
     finish_client(pusher)
     (recording,) = wait_recordings(base, "ondemand")
-    assert recording["video_frames"] > 0
+    assert recording["video_frames"] > 0 and recording["format"] == "flv"
+    later = httpx.post(f"{base}/api/v1/streams/live/later/record", timeout=5)  # no body
+    assert later.status_code == 200 and later.json()["recording"] is None  # armed, not live
     missing = httpx.get(f"{base}/api/v1/recordings/20260101T000000Z-abcdef-00001", timeout=5)
     assert missing.status_code == 404
 

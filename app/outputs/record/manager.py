@@ -59,6 +59,7 @@ class RecordingManager:
         self.on_event = on_event
         self.reconnect_grace = reconnect_grace
         self._wanted: dict[StreamKey, bool] = {}  # REST overrides of the patterns
+        self._formats: dict[StreamKey, str] = {}  # REST choice of container, per stream
         self._recorders: dict[StreamKey, StreamRecorder] = {}
         self._grace_timers: dict[StreamKey, asyncio.TimerHandle] = {}
         self._stopping: set[StreamRecorder] = set()
@@ -73,9 +74,12 @@ class RecordingManager:
             return self._wanted[key]
         return any(fnmatch.fnmatchcase(str(key), p) for p in self.patterns)
 
-    def start(self, key: StreamKey) -> dict[str, Any] | None:
-        """REST start: records now if live, else from the next publish."""
+    def start(self, key: StreamKey, file_format: str | None = None) -> dict[str, Any] | None:
+        """REST start: records now if live, else from the next publish (in ``file_format``,
+        mp4 or flv, from the next session on; default the setting)."""
         self._wanted[key] = True
+        if file_format is not None:
+            self._formats[key] = file_format
         stream = self.hub.get(key)
         if stream is not None:
             recorder = self._recorders.get(key)
@@ -127,10 +131,15 @@ class RecordingManager:
     # ------------------------------------------------------------------ sessions
 
     def _begin(self, stream: Stream) -> None:
+        if any(
+            part in ("", ".", "..") or "/" in part for part in (stream.key.app, stream.key.name)
+        ):
+            log.error("recording %s refused: not a single path segment per name", stream.key)
+            return
         session = _new_session_id()
         config = RecorderConfig(
             session_dir=self.root / stream.key.app / stream.key.name / session,
-            file_format=self.file_format,
+            file_format=self._formats.get(stream.key, self.file_format),
             segment_ms=self.segment_ms,
             min_free_bytes=self.min_free_bytes,
             retention=self.retention,
