@@ -154,6 +154,9 @@ def test_forward_to_an_rtmps_destination(relay_factory, tmp_path) -> None:
     source = relay_factory(forward=f"live/*={url}", forward_tls_ca=certs.cert)
     pusher = start_client("push", f"{source.rtmp_url}/live/tls", "--seconds", "4", "--gop", "25")
     wait_for(lambda: live(destination, "live/tls"), what="the RTMPS destination going live")
+    document = source.stream_info("live", "tls")
+    (entry,) = document["forwards"]
+    assert entry["connected"] and entry["state"] == "publishing"
     got = finish_client(
         start_client("play", f"{destination.http_url}/live/tls.flv", "--max-frames", "25")
     )
@@ -175,3 +178,21 @@ def test_bad_forward_urls_are_refused_naming_the_field(relay) -> None:
     assert idle["state"] == "idle" and idle["connected"] is False
     assert httpx.delete(base, timeout=5).status_code == 204
     assert httpx.get(base, timeout=5).json() == []
+
+
+def test_a_destination_that_refuses_the_publish_is_retried_with_the_reason(relay_factory) -> None:
+    destination = relay_factory(push_key="destination-secret")
+    source = relay_factory(
+        forward=f"live/*=rtmp://127.0.0.1:{destination.relay.rtmp_port}/live/{{stream}}",
+        forward_backoff_initial=0.2,
+        forward_backoff_max=0.5,
+    )
+    pusher = start_client("push", f"{source.rtmp_url}/live/nokey", "--seconds", "4")
+    status = wait_for(
+        lambda: (f := forwards(source, "live/nokey")) and f[0]["reconnects"] >= 2 and f[0],
+        what="retries after the refusal",
+    )
+    finish_client(pusher)
+    assert not status["connected"]
+    assert "publish refused" in status["last_error"], status
+    assert not live(destination, "live/nokey")

@@ -9,7 +9,7 @@ from typing import Any
 
 from app.config import Settings
 from app.hub import Hub, Stream, StreamKey
-from app.outputs.forward.forwarder import Forwarder, SessionFactory
+from app.outputs.forward.forwarder import Forwarder, ForwardStatus, SessionFactory
 from app.outputs.forward.target import Target, expand, parse_rules, parse_target
 
 log = logging.getLogger("app.outputs.forward")
@@ -85,7 +85,7 @@ class ForwardManager:
             if forwarder is not None:
                 out.append(forwarder.refresh().as_dict())
             else:
-                out.append({"url": target.redacted, "state": "idle", "connected": False})
+                out.append(ForwardStatus(url=target.redacted, state="idle").as_dict())
         return out
 
     def all_forwarders(self) -> list[tuple[StreamKey, Forwarder]]:
