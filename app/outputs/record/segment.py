@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -29,7 +28,6 @@ from typing import IO, Any
 import av
 
 from app.media.flv import (
-    FlvError,
     TagType,
     VideoPacketType,
     flv_tag,
@@ -39,22 +37,6 @@ from app.media.flv import (
 from app.media.packet import MediaPacket
 
 MS = Fraction(1, 1000)
-# ISO/IEC 14496-3 sampling frequency index.
-_AAC_RATES = (
-    96000,
-    88200,
-    64000,
-    48000,
-    44100,
-    32000,
-    24000,
-    22050,
-    16000,
-    12000,
-    11025,
-    8000,
-    7350,
-)
 _VIDEO_CODECS = {"avc1": "h264", "hvc1": "hevc"}
 FLV_FILE_HEADER = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00"
 
@@ -71,18 +53,6 @@ class SegmentSummary:
     video_frames: int
     audio_frames: int
     bytes: int
-
-
-def aac_config(asc: bytes) -> tuple[int, int]:
-    """(sample rate, channels) from an AudioSpecificConfig."""
-    if len(asc) < 2:
-        raise SegmentError("AAC AudioSpecificConfig shorter than 2 bytes")
-    bits = int.from_bytes(asc[:2], "big")
-    rate_index = (bits >> 7) & 0x0F
-    channels = (bits >> 3) & 0x0F
-    if rate_index >= len(_AAC_RATES):
-        raise SegmentError(f"AAC sampling frequency index {rate_index} not supported")
-    return _AAC_RATES[rate_index], max(channels, 1)
 
 
 class Segment:
@@ -124,7 +94,8 @@ class Segment:
     def _open_flv(
         self, video: MediaPacket, audio: MediaPacket | None, metadata: MediaPacket | None
     ) -> None:
-        self._flv = open(self.path, "wb")
+        # Unbuffered: each tag reaches the kernel as it is written, so a crash loses none.
+        self._flv = open(self.path, "wb", buffering=0)
         self._flv.write(FLV_FILE_HEADER)
         for header in (metadata, video, audio):
             if header is not None:
@@ -232,11 +203,6 @@ class Segment:
         line.setdefault("regions", [])
         self._roi_file.write(json.dumps(line, separators=(",", ":")) + "\n")
 
-    def flush(self) -> None:
-        self._roi_file.flush()
-        if self._flv is not None:
-            self._flv.flush()
-
     def close(self) -> SegmentSummary:
         try:
             if self._mp4 is not None:
@@ -266,12 +232,4 @@ class Segment:
                 pass
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-__all__ = ["FlvError", "Segment", "SegmentError", "SegmentSummary", "aac_config", "fsync_dir"]
+__all__ = ["Segment", "SegmentError", "SegmentSummary"]
