@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     # Recording: streams whose "app/stream" matches one of these globs (comma separated).
     record: str = ""
     record_dir: Path | None = None  # default: <data_dir>/recordings
-    record_format: str = Field("mp4", pattern="^(mp4|flv)$")
+    record_format: Literal["mp4", "flv"] = "mp4"
     record_segment_seconds: float = Field(600.0, gt=0)
     # Retention per stream, oldest segments first (0: no limit).
     record_max_hours: float = Field(0.0, ge=0)
@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     forward_backoff_max: float = Field(30.0, gt=0)
     # CA bundle (PEM) that rtmps:// destinations are verified against (default: the system's).
     forward_tls_ca: Path | None = None
+
+    @field_validator(
+        "rtmps_port", "tls_cert", "tls_key", "record_dir", "forward_tls_ca", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _rtmps_needs_certificate(self) -> Settings:
