@@ -174,3 +174,16 @@ def test_a_writer_that_falls_behind_skips_to_a_keyframe_and_counts_it(tmp_path) 
     # (the skip resumed on a keyframe).
     assert frames["video"] + dropped == total, (frames, dropped, total)
     assert frames["video"] == recording["video_frames"]
+
+
+def test_low_disk_space_stops_the_recording_not_the_stream(relay_factory) -> None:
+    # More free space asked for than any disk here has: the writer's own limit trips at once.
+    relay = relay_factory(record="live/*", record_min_free_mb=1e12)
+    pusher = start_client("push", f"{relay.rtmp_url}/live/lowdisk", "--seconds", "3")
+    relay.stream_info("live", "lowdisk")
+    player = start_client("play", f"{relay.http_url}/live/lowdisk.flv")
+    pushed, played = finish_client(pusher), finish_client(player)
+    assert played["video_frames"] == pushed["video_frames"]
+    metrics = httpx.get(f"{relay.http_url}/metrics", timeout=5).text
+    assert 'roi_relay_recording_failed{stream="live/lowdisk"} 1.0' in metrics
+    assert httpx.get(f"{relay.http_url}/api/v1/recordings", timeout=5).json() == []
