@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import __version__
 from app.api.docs import mount_docs
+from app.api.errors import SafeJSONResponse, install_error_handlers
 from app.api.hls import hls_router
 from app.api.player import player_router
 from app.api.roi_feed import roi_feed_router
@@ -79,8 +80,10 @@ class Relay:
             description="Live streaming relay with ROI recognition and ROI encoding.",
             docs_url=None,  # mount_docs serves them without a CDN
             redoc_url=None,
+            default_response_class=SafeJSONResponse,
         )
         mount_docs(app)
+        install_error_handlers(app)
         guard = [bearer_auth(self.settings.api_token)]
         app.include_router(templates_router(self.templates, self.models, guard))
         app.include_router(models_router(self.models, guard))
