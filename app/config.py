@@ -34,6 +34,16 @@ class Settings(BaseSettings):
     player_queue_seconds: float = Field(4.0, gt=0)
     hls_segment_seconds: float = Field(1.0, gt=0)
     hls_window: int = Field(6, ge=2)
+    # What one HTTP client can make the server hold (app/api/limits.py).
+    http_max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    whep_max_offer_bytes: int = Field(64 * 1024, ge=1024)
+    http_header_timeout: float = Field(10.0, gt=0)
+    http_max_header_bytes: int = Field(64 * 1024, ge=1024)
+    # WebRTC seats: an answered offer must connect within whep_connect_timeout seconds.
+    whep_max_sessions: int = Field(64, ge=1)
+    whep_connect_timeout: float = Field(10.0, gt=0)
+    whep_max_pending_per_client: int = Field(4, ge=1)
+    whep_max_sessions_per_client: int = Field(16, ge=1)
 
     @field_validator("nvenc_library_dir", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from app import __version__
 from app.api.docs import mount_docs
 from app.api.errors import SafeJSONResponse, install_error_handlers
 from app.api.hls import hls_router
+from app.api.limits import BodyLimit, body_limits, guarded_http_protocol
 from app.api.player import player_router
 from app.api.roi_feed import roi_feed_router
 from app.api.security import bearer_auth
@@ -59,10 +60,20 @@ class Relay:
         )
         self.registry = relay_registry(self.hub, self.roi)
         self.templates.subscribe(self._on_template_change)
-        self.whep = WhepService(self.hub)
+        self.whep = WhepService(
+            self.hub,
+            max_sessions=settings.whep_max_sessions,
+            connect_timeout=settings.whep_connect_timeout,
+            max_pending_per_client=settings.whep_max_pending_per_client,
+            max_sessions_per_client=settings.whep_max_sessions_per_client,
+        )
         self.http_app = self._build_http_app()
-        # HTTP-FLV is answered in front of FastAPI (app/outputs/flv.py says why).
-        self.asgi_app = HttpFlvPlayback(self.hub, self.http_app)
+        # HTTP-FLV is answered in front of FastAPI (app/outputs/flv.py says why); body limits
+        # in front of everything.
+        self.asgi_app = BodyLimit(
+            HttpFlvPlayback(self.hub, self.http_app),
+            body_limits(settings.http_max_body_bytes, settings.whep_max_offer_bytes),
+        )
         self.rtmp = RtmpServer(self.hub, settings)
         self._uvicorn: uvicorn.Server | None = None
         self._uvicorn_task: asyncio.Task[None] | None = None
@@ -144,6 +155,9 @@ class Relay:
             log_level=self.settings.log_level,
             lifespan="off",
             ws="websockets-sansio",
+            http=guarded_http_protocol(
+                self.settings.http_header_timeout, self.settings.http_max_header_bytes
+            ),
             timeout_graceful_shutdown=2,
         )
         self._uvicorn = uvicorn.Server(config)
