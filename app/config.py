@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     whep_connect_timeout: float = Field(10.0, gt=0)
     whep_max_pending_per_client: int = Field(4, ge=1)
     whep_max_sessions_per_client: int = Field(16, ge=1)
+    # glibc malloc arenas (0: glibc's default, 8 per core); MALLOC_ARENA_MAX, if set, wins.
+    malloc_arena_max: int = Field(2, ge=0)
 
     @field_validator("nvenc_library_dir", mode="before")
     @classmethod
