@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     whep_connect_timeout: float = Field(10.0, gt=0)
     whep_max_pending_per_client: int = Field(4, ge=1)
     whep_max_sessions_per_client: int = Field(16, ge=1)
+    # The largest picture the ROI stage decodes (H.264 level 5.1: 4096x2304); larger: plain.
+    roi_max_picture_pixels: int = Field(36864 * 256, ge=64 * 64)
+    roi_max_picture_side: int = Field(8192, ge=64)
     # glibc malloc arenas (0: glibc's default, 8 per core); MALLOC_ARENA_MAX, if set, wins.
     malloc_arena_max: int = Field(2, ge=0)
 

@@ -28,6 +28,7 @@ from app.hub import Hub
 from app.metrics import relay_registry
 from app.outputs.flv import HttpFlvPlayback
 from app.outputs.webrtc import WhepService
+from app.roi.config import PictureLimit
 from app.roi.controller import RoiController
 from app.roi.detect import RecognitionModel, load_model
 from app.roi.registry import ModelCatalog
@@ -57,6 +58,9 @@ class Relay:
             load_model=self._load_stream_model,
             decoder_mode=settings.decoder,
             nvenc_library_dir=settings.nvenc_library_dir,
+            picture_limit=PictureLimit(
+                settings.roi_max_picture_pixels, settings.roi_max_picture_side
+            ),
         )
         self.registry = relay_registry(self.hub, self.roi)
         self.templates.subscribe(self._on_template_change)
