@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from app.media.nal import (
     unescape_rbsp,
 )
 from app.media.packet import MediaPacket
+from app.rtmp import amf0
 from app.rtmp.chunk import MessageType
 from tests.av_client import finish_client, start_client
 from tests.outputs.media import encode_flv, flv_packets
@@ -46,8 +48,14 @@ def _template(relay: RunningRelay, name: str) -> str:
     return reply.json()["name"]
 
 
-def _push(relay: RunningRelay, name: str, packets: list[MediaPacket]) -> None:
-    """Publishes ``packets`` in real time with a hand-made RTMP client (the bytes are ours)."""
+def _push(
+    relay: RunningRelay,
+    name: str,
+    packets: list[MediaPacket],
+    metadata: dict[str, object] | None = None,
+) -> None:
+    """Publishes ``packets`` in real time with a hand-made RTMP client (the bytes are ours),
+    after ``metadata`` as onMetaData when given."""
     client = SocketClient(relay.relay.rtmp_port)
     try:
         client.handshake_and_connect("live")
@@ -59,6 +67,9 @@ def _push(relay: RunningRelay, name: str, packets: list[MediaPacket]) -> None:
             lambda: any(s.get("code") == "NetStream.Publish.Start" for s in client.proto.statuses())
         )
         client.sock.setblocking(True)
+        if metadata is not None:
+            data = amf0.encode("@setDataFrame", "onMetaData", amf0.ECMAArray(metadata))
+            client.send(client.proto.writer.write(5, MessageType.DATA_AMF0, 1, 0, data))
         started = time.monotonic()
         for packet in packets:
             due = started + packet.timestamp / 1000
@@ -274,3 +285,25 @@ def test_a_picture_larger_than_the_limit_is_relayed_plain_without_the_memory(
         assert any("16000x8000 is larger than the ROI stage decodes" in r for r in reasons), reasons
     else:
         assert corrupt >= 1, reasons  # FFmpeg refuses the picture: those GOPs go out plain
+
+
+def test_non_finite_metadata_does_not_reach_the_roi_encoder(relay_factory) -> None:
+    relay = relay_factory(template_activation_delay=0)
+    template = _template(relay, "nanmeta")
+    packets = flv_packets(encode_flv(seconds=3, fps=FPS, gop=GOP, audio=False))
+    metadata = {"videodatarate": math.inf, "framerate": math.nan, "width": math.inf}
+    name = f"nm?roirecognition={template}"
+    pusher = threading.Thread(target=_push, args=(relay, name, packets, metadata))
+    pusher.start()
+    relay.stream_info("live", "nm")
+    applied = None
+    while pusher.is_alive():
+        with contextlib.suppress(AssertionError):
+            info = _status(relay, "nm")
+            if info["roi"]["applied"]:
+                applied = info
+        time.sleep(0.1)
+    pusher.join()
+    assert applied is not None, "ROI encoding never started"
+    assert applied["roi"]["reason"] == "ROI encoding"
+    assert applied["width"] == 320 and applied["fps"] is not None
