@@ -58,8 +58,7 @@ HANDSHAKE_BYTES = 1 + 1536 + 1536  # C0 C1 C2
 CAPTURE_NAME = "capture"
 TEMPLATE = "fuzz"
 SESSION_TIMEOUT_S = 5.0
-SETTLE_S = 3.0
-WARMUP_SESSIONS = 5  # after the last session: time for the server to notice every end
+SETTLE_S = 3.0  # after the last session: time for the server to notice every end
 COMMANDS = (
     "connect",
     "releaseStream",
@@ -129,10 +128,11 @@ class Server:
         return float("nan")
 
 
-def start_server(workdir: Path, media: bool) -> Server:
+def start_server(workdir: Path, media: bool, root: Path = ROOT) -> Server:
     rtmp_port, http_port = free_port(), free_port()
     log_path = workdir / "server.log"
-    env = dict(os.environ, ROI_RELAY_TEMPLATE_ACTIVATION_DELAY="0")
+    # No bytecode written: --server-root may be another checkout, read only.
+    env = dict(os.environ, ROI_RELAY_TEMPLATE_ACTIVATION_DELAY="0", PYTHONDONTWRITEBYTECODE="1")
     cmd = [
         sys.executable,
         "-m",
@@ -150,7 +150,7 @@ def start_server(workdir: Path, media: bool) -> Server:
         "info",
     ]
     log = log_path.open("wb")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(proc, rtmp_port, http_port, log_path)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -619,7 +619,7 @@ def log_findings(text: str) -> dict[str, Any]:
 
 async def campaign(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="fuzz-live-"))
-    server = start_server(workdir, args.media)
+    server = start_server(workdir, args.media, args.server_root)
     healthy_pub: asyncio.subprocess.Process | None = None
     player: HealthyPlayer | None = None
     try:
@@ -646,7 +646,7 @@ async def campaign(args: argparse.Namespace) -> dict[str, Any]:
         # Warm-up: clean sessions first, so that what loads once (the recognition model, the
         # encoder libraries) is in the "before" figure and growth means what sessions leave.
         warm_ends: Counter[str] = Counter()
-        for index in range(WARMUP_SESSIONS):
+        for index in range(args.warmup):
             name = f"w{index:07d}" + (f"?roirecognition={template}" if template else "")
             clean = [_copy(m) for m in capture.messages]
             for m in clean:
@@ -756,6 +756,15 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--report-every", type=int, default=500)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=300,
+        help="clean sessions before the 'before' RSS (clean churn levels off after a few hundred)",
+    )
+    parser.add_argument(
+        "--server-root", type=Path, default=ROOT, help="the checkout whose server is run"
+    )
     args = parser.parse_args()
     result = asyncio.run(campaign(args))
     print(

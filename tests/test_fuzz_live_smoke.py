@@ -18,7 +18,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "fuzz_live.py"
 
 def _campaign(*args: str) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--report-every", "25", *args],
+        [sys.executable, str(BENCH), "--report-every", "25", "--warmup", "5", *args],
         capture_output=True,
         text=True,
         timeout=120,
