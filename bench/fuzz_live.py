@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import random
@@ -43,6 +44,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,6 +195,19 @@ def _dechunk(data: bytes) -> bytes:
             return out
         out += data[end + 2 : end + 2 + size]
         pos = end + 2 + size + 2
+
+
+async def roi_attached(server: Server, name: str, timeout: float = 2.0) -> None:
+    """Waits until the ROI stage has taken the stream (so that the media reaches a decoder
+    instead of racing the controller)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = await asyncio.to_thread(
+            http_request, server, "GET", f"/api/v1/streams/live/{name}"
+        )
+        if status == 200 and body["roi"]["reason"] != "waiting for the ROI stage":
+            return
+        await asyncio.sleep(0.02)
 
 
 def create_template(server: Server) -> str:
@@ -473,7 +488,13 @@ def build_session(
 
 
 async def run_session(
-    port: int, data: bytes, split: int, paced: bool, rng: random.Random, ends: Counter[str]
+    port: int,
+    data: bytes,
+    split: int,
+    paced: bool,
+    rng: random.Random,
+    ends: Counter[str],
+    before_media: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Sends one session. ``paced``: the bytes before the first media message go first, and
     the media once the server has answered the publish (as a real client does), so that the
@@ -499,6 +520,8 @@ async def run_session(
             if n == 1:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(published.wait(), 1.0)
+                if before_media is not None and published.is_set():
+                    await before_media()
             pos = 0
             while pos < len(part):
                 step = rng.choice((512, 4096, 65536, len(part)))
@@ -653,8 +676,11 @@ async def campaign(args: argparse.Namespace) -> dict[str, Any]:
                 if m.type_id == MessageType.COMMAND_AMF0:
                     m.payload = _rename(m.payload, name)
             data, split = serialize(capture.handshake, clean)
+            wait = functools.partial(roi_attached, server, name.split("?")[0]) if template else None
             await asyncio.wait_for(
-                run_session(server.rtmp_port, data, split, True, random.Random(index), warm_ends),
+                run_session(
+                    server.rtmp_port, data, split, True, random.Random(index), warm_ends, wait
+                ),
                 SESSION_TIMEOUT_S,
             )
         await asyncio.sleep(2.0)
@@ -676,9 +702,12 @@ async def campaign(args: argparse.Namespace) -> dict[str, Any]:
                 data, split = build_session(capture, index, args.seed, template, ops)
                 rng = random.Random(args.seed + index)
                 paced = args.media or rng.random() < 0.5
+                wait = None
+                if template is not None:
+                    wait = functools.partial(roi_attached, server, f"s{index:07d}")
                 try:
                     await asyncio.wait_for(
-                        run_session(server.rtmp_port, data, split, paced, rng, ends),
+                        run_session(server.rtmp_port, data, split, paced, rng, ends, wait),
                         SESSION_TIMEOUT_S,
                     )
                 except (OSError, TimeoutError):
