@@ -404,16 +404,14 @@ class WhepService:
             elif pc.connectionState in ("failed", "closed"):
                 await self.delete(session_id)
 
+        # The seat is taken before answering: offers arriving while this one is answered see it.
+        self.sessions[session_id] = session
         try:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc raises several types for offers it cannot take
-            session.video.stop()
-            if session.audio is not None:
-                session.audio.stop()
-            await _close_peer(pc)
+            await self.delete(session_id)
             raise WhepError(400, f"cannot answer this SDP offer: {exc}") from exc
-        self.sessions[session_id] = session
         session.watchdog = asyncio.get_running_loop().create_task(self._watch(session))
         log.info("WHEP session %s on %s for %s", session_id, key, client or "?")
         return session, pc.localDescription.sdp
