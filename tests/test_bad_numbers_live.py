@@ -15,8 +15,8 @@ import pytest
 from app.hub import sanitized_metadata
 from app.rtmp import amf0
 from app.rtmp.chunk import MessageType
-from tests.relay_harness import RunningRelay
-from tests.rtmp.client import SocketClient
+from tests.support.relay_harness import RunningRelay
+from tests.support.rtmp_client import SocketClient
 
 
 def _strict_json(text: str) -> Any:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.relay_harness import RunningRelay
+from tests.support.relay_harness import RunningRelay
 
 
 @pytest.fixture

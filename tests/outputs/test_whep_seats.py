@@ -13,8 +13,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 
 from app.hub import StreamKey
 from tests.outputs.conftest import PlayerServer
-from tests.outputs.media import encode_flv, flv_packets
 from tests.outputs.whep_client import WhepPlayer
+from tests.support.clips import encode_flv, flv_packets
 
 pytestmark = pytest.mark.slow
 

@@ -27,10 +27,10 @@ from app.media.nal import (
 from app.media.packet import MediaPacket
 from app.rtmp import amf0
 from app.rtmp.chunk import MessageType
-from tests.av_client import finish_client, start_client
-from tests.outputs.media import encode_flv, flv_packets
-from tests.relay_harness import RunningRelay
-from tests.rtmp.client import SocketClient
+from tests.support.av_client import finish_client, start_client
+from tests.support.clips import encode_flv, flv_packets
+from tests.support.relay_harness import RunningRelay
+from tests.support.rtmp_client import SocketClient
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +111,7 @@ def test_one_corrupt_gop_is_relayed_plain_and_roi_resumes_at_the_next_keyframe(
     caplog.set_level(logging.INFO, logger="app.roi")
     relay = relay_factory(template_activation_delay=0)
     template = _template(relay, "cgop")
-    packets = flv_packets(encode_flv(seconds=7, fps=FPS, gop=GOP))
+    packets = flv_packets(encode_flv(seconds=7, fps=FPS, gop=GOP), media_only=True)
     frames = _video_frames(packets)
     # The sixth frame of the third GOP: its slice data zeroed (FFmpeg: "Invalid data").
     bad = frames[2 * GOP + 5]
@@ -241,7 +241,7 @@ def test_a_picture_larger_than_the_limit_is_relayed_plain_without_the_memory(
 ) -> None:
     relay = relay_factory(template_activation_delay=0)
     template = _template(relay, "huge")
-    packets = flv_packets(encode_flv(seconds=4, fps=FPS, gop=GOP, audio=False))
+    packets = flv_packets(encode_flv(seconds=4, fps=FPS, gop=GOP, audio=False), media_only=True)
     header_index = next(i for i, p in enumerate(packets) if p.sequence_header)
     header = packets[header_index]
     tag = parse_video_tag(header.payload)
@@ -290,7 +290,7 @@ def test_a_picture_larger_than_the_limit_is_relayed_plain_without_the_memory(
 def test_non_finite_metadata_does_not_reach_the_roi_encoder(relay_factory) -> None:
     relay = relay_factory(template_activation_delay=0)
     template = _template(relay, "nanmeta")
-    packets = flv_packets(encode_flv(seconds=3, fps=FPS, gop=GOP, audio=False))
+    packets = flv_packets(encode_flv(seconds=3, fps=FPS, gop=GOP, audio=False), media_only=True)
     metadata = {"videodatarate": math.inf, "framerate": math.nan, "width": math.inf}
     name = f"nm?roirecognition={template}"
     pusher = threading.Thread(target=_push, args=(relay, name, packets, metadata))
