@@ -127,15 +127,22 @@ def test_one_corrupt_gop_is_relayed_plain_and_roi_resumes_at_the_next_keyframe(
     player = start_client("play", f"{relay.http_url}/live/cg.flv", "--sei", "--timeout", "15")
     seen_reasons: set[str] = set()
     info = _status(relay, "cg")
+    gauge = ""
     while pusher.is_alive():
         with contextlib.suppress(AssertionError):  # gone once the push ends
             info = _status(relay, "cg")
             seen_reasons.add(info["roi"]["reason"])
+            metrics = httpx.get(f"{relay.http_url}/metrics", timeout=5).text
+            gauge = next(
+                (m for m in metrics.splitlines() if m.startswith("roi_relay_roi_corrupt_gops{")),
+                gauge,
+            )
         time.sleep(0.1)
     pusher.join()
     got = finish_client(player)
 
     assert info["roi"]["corrupt_gops"] == 1, info["roi"]
+    assert gauge == 'roi_relay_roi_corrupt_gops{stream="live/cg"} 1.0', gauge
     assert info["roi"]["applied"] is True and info["roi"]["reason"] == "ROI encoding", info
     assert any(r.startswith("corrupt frame at") for r in seen_reasons), seen_reasons
     assert "undecodable frame" in caplog.text
