@@ -138,7 +138,7 @@ class RelayVideoTrack(MediaStreamTrack):
         self._shift = 0
         self._last_out: int | None = None
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         if self._sub is None:
@@ -221,14 +221,14 @@ class RelayAudioTrack(MediaStreamTrack):
         super().__init__()
         self.stream = stream
         self._sub: Subscription | None = None
-        self._decoder: av.CodecContext | None = None
+        self._decoder: av.AudioCodecContext | None = None
         self._resampler = av.AudioResampler(
             format="s16", layout="stereo", rate=OPUS_RATE, frame_size=OPUS_FRAME
         )
         self._ready: deque[av.AudioFrame] = deque()
         self._warned = False
 
-    async def recv(self) -> av.AudioFrame:  # type: ignore[override]
+    async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
         if self._sub is None:
@@ -256,6 +256,7 @@ class RelayAudioTrack(MediaStreamTrack):
             self._decoder = None
             return
         decoder = av.CodecContext.create("aac", "r")
+        assert isinstance(decoder, av.AudioCodecContext)
         decoder.extradata = header.payload[tag.data_offset :]
         self._decoder = decoder
 
