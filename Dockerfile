@@ -5,8 +5,10 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 COPY models ./models
 RUN python3 -m venv /srv/venv && /srv/venv/bin/pip install --no-cache-dir .
+# MALLOC_ARENA_MAX: decoder threads fragment memory across arenas otherwise (README).
 ENV PATH=/srv/venv/bin:$PATH \
-    ROI_RELAY_DATA_DIR=/data
+    ROI_RELAY_DATA_DIR=/data \
+    MALLOC_ARENA_MAX=2
 VOLUME ["/data"]
 EXPOSE 1935 8080
 CMD ["roi-relay", "serve"]

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
+import os
 import signal
 from typing import Any
 
@@ -25,12 +28,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def bound_malloc_arenas(arenas: int) -> bool:
+    """Caps glibc's malloc arenas, as ``MALLOC_ARENA_MAX`` would: decoder, encoder and
+    detector threads otherwise each get an arena of their own, and memory freed in one is not
+    reused by another (fragmentation, not a leak: mutated media sessions levelled off at
+    804 MB instead of 354 MB with 2 arenas). Must run before those threads start; a
+    ``MALLOC_ARENA_MAX`` in the environment (read by glibc at start-up) wins."""
+    if arenas <= 0 or "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return False
+    return bool(mallopt(_M_ARENA_MAX, arenas))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     overrides: dict[str, Any] = {
         k: v for k, v in vars(args).items() if k != "command" and v is not None
     }
     settings = Settings(**overrides)
+    bound_malloc_arenas(settings.malloc_arena_max)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -56,6 +56,22 @@ class Settings(BaseSettings):
     # CA bundle (PEM) that rtmps:// destinations are verified against (default: the system's).
     forward_tls_ca: Path | None = None
 
+    # What one HTTP client can make the server hold (app/api/limits.py).
+    http_max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    whep_max_offer_bytes: int = Field(64 * 1024, ge=1024)
+    http_header_timeout: float = Field(10.0, gt=0)
+    http_max_header_bytes: int = Field(64 * 1024, ge=1024)
+    # WebRTC seats: an answered offer must connect within whep_connect_timeout seconds.
+    whep_max_sessions: int = Field(64, ge=1)
+    whep_connect_timeout: float = Field(10.0, gt=0)
+    whep_max_pending_per_client: int = Field(4, ge=1)
+    whep_max_sessions_per_client: int = Field(16, ge=1)
+    # The largest picture the ROI stage decodes (H.264 level 5.1: 4096x2304); larger: plain.
+    roi_max_picture_pixels: int = Field(36864 * 256, ge=64 * 64)
+    roi_max_picture_side: int = Field(8192, ge=64)
+    # glibc malloc arenas (0: glibc's default, 8 per core); MALLOC_ARENA_MAX, if set, wins.
+    malloc_arena_max: int = Field(2, ge=0)
+
     @field_validator(
         "rtmps_port", "tls_cert", "tls_key", "record_dir", "forward_tls_ca", mode="before"
     )

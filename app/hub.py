@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -41,6 +42,20 @@ _NAL_CODECS: dict[str, Literal["h264", "hevc"]] = {"avc1": "h264", "hvc1": "hevc
 MAX_REMEMBERED_REFUSALS = 1000
 # A player that keeps falling behind is logged once per this many seconds, not once per skip.
 SKIP_LOG_INTERVAL_S = 30.0
+# onMetaData values a publisher may declare; one outside its range is dropped, as is any
+# non-finite number (AMF0 numbers are doubles: Infinity and NaN arrive as they are).
+METADATA_RANGES: dict[str, tuple[float, float]] = {
+    "width": (1, 65535),
+    "height": (1, 65535),
+    "framerate": (0.001, 1000),
+    "fps": (0.001, 1000),
+    "videodatarate": (0, 1_000_000),  # kbit/s
+    "audiodatarate": (0, 1_000_000),
+    "audiosamplerate": (1, 768_000),
+    "audiosamplesize": (1, 64),
+    "duration": (0, 1e9),
+    "filesize": (0, 1e15),
+}
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -459,9 +474,9 @@ class Stream:
         return float(value) if isinstance(value, int | float) and value > 0 else None
 
     def set_metadata(self, metadata: dict[str, Any]) -> None:
-        self.metadata = dict(metadata)
-        w, h = metadata.get("width"), metadata.get("height")
-        if isinstance(w, int | float) and isinstance(h, int | float) and w > 0 and h > 0:
+        self.metadata = sanitized_metadata(metadata)
+        w, h = self.metadata.get("width"), self.metadata.get("height")
+        if isinstance(w, int | float) and isinstance(h, int | float):
             self.codec.width, self.codec.height = int(w), int(h)
 
     def _on_source_packet(self, packet: MediaPacket) -> None:
@@ -555,6 +570,39 @@ class Stream:
 
 
 StreamListener = Callable[[Stream], None]
+
+
+def sanitized_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The publisher's metadata without non-finite numbers (at any depth) and without the
+    known fields whose value is out of :data:`METADATA_RANGES`: what enters the hub is what
+    every reader (stream info, the ROI stage's rate and bitrate) may take at its word."""
+    clean: dict[str, Any] = {}
+    for name, value in metadata.items():
+        value = _finite(value)
+        if value is _DROP:
+            continue
+        bounds = METADATA_RANGES.get(name)
+        if bounds is not None and _is_number(value) and not bounds[0] <= value <= bounds[1]:
+            continue
+        clean[name] = value
+    return clean
+
+
+_DROP = object()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _DROP
+    if isinstance(value, dict):
+        return {k: v for k, v in ((k, _finite(v)) for k, v in value.items()) if v is not _DROP}
+    if isinstance(value, list | tuple):
+        return [v for v in (_finite(v) for v in value) if v is not _DROP]
+    return value
 
 
 @dataclass

@@ -81,6 +81,11 @@ class RelayCollector(Collector):
             "1 when NVENC was asked for (or auto) and could not open (reason: stream status)",
             labels=["stream"],
         )
+        corrupt = GaugeMetricFamily(
+            "roi_relay_roi_corrupt_gops",
+            "GOPs of this publish relayed plain because a frame did not decode",
+            labels=["stream"],
+        )
         for s in streams:
             if self.roi is None:
                 break
@@ -96,8 +101,9 @@ class RelayCollector(Collector):
             detect_every.add_metric([name], stats.detect_every)
             encode.add_metric([name], stats.encode_ms / 1000)
             regions.add_metric([name], stats.regions)
+            corrupt.add_metric([name], stats.corrupt_gops)
         yield from (roi_applied, lag, detect, detect_every, encode, regions, encoder_info)
-        yield encoder_fallback
+        yield from (encoder_fallback, corrupt)
 
 
 def relay_registry(hub: Hub, roi: RoiController | None = None) -> CollectorRegistry:

@@ -14,8 +14,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import __version__
 from app.api.docs import mount_docs
+from app.api.errors import SafeJSONResponse, install_error_handlers
 from app.api.forwards import forwards_router
 from app.api.hls import hls_router
+from app.api.limits import BodyLimit, body_limits, guarded_http_protocol
 from app.api.player import player_router
 from app.api.recordings import recordings_router
 from app.api.roi_feed import roi_feed_router
@@ -32,6 +34,7 @@ from app.outputs.forward.metrics import ForwardCollector
 from app.outputs.record.manager import RecordingManager
 from app.outputs.record.metrics import RecordingCollector
 from app.outputs.webrtc import WhepService
+from app.roi.config import PictureLimit
 from app.roi.controller import RoiController
 from app.roi.detect import RecognitionModel, load_model
 from app.roi.registry import ModelCatalog
@@ -63,17 +66,30 @@ class Relay:
             load_model=self._load_stream_model,
             decoder_mode=settings.decoder,
             nvenc_library_dir=settings.nvenc_library_dir,
+            picture_limit=PictureLimit(
+                settings.roi_max_picture_pixels, settings.roi_max_picture_side
+            ),
         )
         self.registry = relay_registry(self.hub, self.roi)
         self.templates.subscribe(self._on_template_change)
-        self.whep = WhepService(self.hub)
+        self.whep = WhepService(
+            self.hub,
+            max_sessions=settings.whep_max_sessions,
+            connect_timeout=settings.whep_connect_timeout,
+            max_pending_per_client=settings.whep_max_pending_per_client,
+            max_sessions_per_client=settings.whep_max_sessions_per_client,
+        )
         self.recordings = RecordingManager(self.hub, settings)
         self.registry.register(RecordingCollector(self.recordings))
         self.forwards = ForwardManager(self.hub, settings, RtmpPublishSession)
         self.registry.register(ForwardCollector(self.forwards))
         self.http_app = self._build_http_app()
-        # HTTP-FLV is answered in front of FastAPI (app/outputs/flv.py says why).
-        self.asgi_app = HttpFlvPlayback(self.hub, self.http_app)
+        # HTTP-FLV is answered in front of FastAPI (app/outputs/flv.py says why); body limits
+        # in front of everything.
+        self.asgi_app = BodyLimit(
+            HttpFlvPlayback(self.hub, self.http_app),
+            body_limits(settings.http_max_body_bytes, settings.whep_max_offer_bytes),
+        )
         self.rtmp = RtmpServer(self.hub, settings)
         self._uvicorn: uvicorn.Server | None = None
         self._uvicorn_task: asyncio.Task[None] | None = None
@@ -98,8 +114,10 @@ class Relay:
             description="Live streaming relay with ROI recognition and ROI encoding.",
             docs_url=None,  # mount_docs serves them without a CDN
             redoc_url=None,
+            default_response_class=SafeJSONResponse,
         )
         mount_docs(app)
+        install_error_handlers(app)
         guard = [bearer_auth(self.settings.api_token)]
         app.include_router(templates_router(self.templates, self.models, guard))
         app.include_router(models_router(self.models, guard))
@@ -168,6 +186,9 @@ class Relay:
             log_level=self.settings.log_level,
             lifespan="off",
             ws="websockets-sansio",
+            http=guarded_http_protocol(
+                self.settings.http_header_timeout, self.settings.http_max_header_bytes
+            ),
             timeout_graceful_shutdown=2,
         )
         self._uvicorn = uvicorn.Server(config)

@@ -164,7 +164,7 @@ def test_streams_api_has_a_typed_schema_that_the_documents_follow(relay) -> None
     assert set(listed[0]["roi"]) == set(models["RoiInfo"]["properties"]) == {
         "template", "model", "applied", "reason", "regions", "detect_ms", "detect_every",
         "encode_ms", "lag_ms", "degraded", "decoder", "decoder_fallback", "encoder",
-        "encoder_fallback", "providers",
+        "encoder_fallback", "providers", "corrupt_gops",
     }  # fmt: skip
 
 

@@ -74,6 +74,9 @@ class RoiInfo(BaseModel):
     providers: list[str] | None = Field(
         description="The recognition model's onnxruntime execution providers, in order"
     )
+    corrupt_gops: int = Field(
+        description="GOPs relayed plain because a frame in them did not decode"
+    )
 
     @classmethod
     def of(cls, status: RoiStatus) -> RoiInfo:
@@ -97,6 +100,7 @@ class RoiInfo(BaseModel):
             providers=list(stats.providers)
             if status.applied and stats.providers is not None
             else None,
+            corrupt_gops=stats.corrupt_gops,
         )
 
 

@@ -19,12 +19,13 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, params, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.errors import SafeJSONResponse
 from app.api.security import UNAUTHORIZED_RESPONSE
 from app.roi.registry import ModelCatalog, ModelError
 from app.templates.rules import (
@@ -161,7 +162,7 @@ class _RuleErrorRoute(APIRoute):
                 if exc.status_code != status.HTTP_400_BAD_REQUEST:
                     raise
                 errors = [{"type": "json_invalid", "loc": ("body",), "ctx": _NOT_UTF8}]
-            return JSONResponse(
+            return SafeJSONResponse(
                 status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
                 content={"detail": explain(errors)},
             )

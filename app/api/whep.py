@@ -8,7 +8,6 @@ from app.hub import Hub, StreamKey
 from app.outputs.webrtc import WhepError, WhepService
 
 SDP_TYPE = "application/sdp"
-MAX_OFFER_BYTES = 64 * 1024
 _CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
@@ -33,8 +32,10 @@ def whep_router(hub: Hub, service: WhepService | None = None) -> APIRouter:
             201: {"content": {SDP_TYPE: {}}, "description": "Answer; Location names the session"},
             400: {"description": "Not an SDP offer this server can answer"},
             404: {"description": "Not live"},
+            413: {"description": "Offer larger than ROI_RELAY_WHEP_MAX_OFFER_BYTES"},
             415: {"description": "Body is not application/sdp"},
             422: {"description": "Stream video is not H.264"},
+            429: {"description": "Too many offers or players from this address"},
             503: {"description": "Too many WebRTC players"},
         },
     )
@@ -44,23 +45,24 @@ def whep_router(hub: Hub, service: WhepService | None = None) -> APIRouter:
             raise HTTPException(
                 status_code=415, detail=f"body: Content-Type must be {SDP_TYPE}", headers=_CORS
             )
+        # The size limit is BodyLimit's (app/api/limits.py), in front of the app.
         body = await request.body()
-        if len(body) > MAX_OFFER_BYTES:
-            raise HTTPException(status_code=413, detail="body: SDP offer too large", headers=_CORS)
         try:
             sdp = body.decode("utf-8")
         except UnicodeDecodeError:
             raise HTTPException(
                 status_code=400, detail="body: SDP offer is not UTF-8", headers=_CORS
             ) from None
-        if not sdp.lstrip().startswith("v=0"):
-            raise HTTPException(
-                status_code=400, detail="body: not an SDP offer (no v=0 line)", headers=_CORS
-            )
+        client = request.client.host if request.client is not None else ""
         try:
-            session, answer = await whep.create(StreamKey(app, stream), sdp)
+            session, answer = await whep.create(StreamKey(app, stream), sdp, client)
         except WhepError as exc:
-            raise HTTPException(status_code=exc.status, detail=exc.detail, headers=_CORS) from None
+            headers = dict(_CORS)
+            if exc.retry_after is not None:
+                headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+            raise HTTPException(
+                status_code=exc.status, detail=exc.detail, headers=headers
+            ) from None
         location = f"/{app}/{stream}/whep/{session.id}"
         return Response(
             answer,

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import fractions
 import logging
+import re
 import secrets
 import time
 from collections import deque
@@ -60,10 +61,58 @@ OPUS_FRAME = 960  # 20 ms
 class WhepError(Exception):
     """A WHEP request that cannot be served; ``status`` is the HTTP status to answer with."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, retry_after: float | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.retry_after = retry_after
+
+
+# What an offer may hold before aiortc sees it: aiortc takes text it then cannot tear down
+# (a NUL in an attribute, a 5,000-digit mid: pc.close() raises half-way and leaves the ICE
+# sockets open), and each media section costs the server transports and sockets.
+MAX_MEDIA_SECTIONS = 8
+_MID = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def check_offer(sdp: str) -> None:
+    """Raises WhepError (400) for an offer this server will not hand to aiortc."""
+    if not sdp.lstrip().startswith("v=0"):
+        raise WhepError(400, "body: not an SDP offer (no v=0 line)")
+    bad = _CONTROL.search(sdp)
+    if bad is not None:
+        raise WhepError(
+            400, f"body: the SDP offer holds a control character ({ord(bad.group()):#04x})"
+        )
+    lines = sdp.splitlines()
+    sections = sum(1 for line in lines if line.startswith("m="))
+    if sections == 0 or not any(line.startswith("m=video") for line in lines):
+        raise WhepError(400, "the SDP offer has no video section (m=video)")
+    if sections > MAX_MEDIA_SECTIONS:
+        raise WhepError(
+            400, f"the SDP offer has {sections} media sections (at most {MAX_MEDIA_SECTIONS})"
+        )
+    for line in lines:
+        if line.startswith("a=mid:") and not _MID.fullmatch(line[6:]):
+            raise WhepError(400, "the SDP offer has a mid that is not 1-32 letters, digits or -_.")
+
+
+async def _close_peer(pc: RTCPeerConnection) -> None:
+    """``pc.close()``, and when aiortc raises half-way, the transports it left open."""
+    try:
+        await pc.close()
+    except Exception as exc:
+        log.info("WHEP: peer connection did not close cleanly (%s); stopping its transports", exc)
+        transports = [t.receiver.transport for t in pc.getTransceivers()]
+        if pc.sctp is not None:
+            transports.append(pc.sctp.transport)
+        for dtls in transports:
+            with contextlib.suppress(Exception):
+                await dtls.stop()
+            with contextlib.suppress(Exception):
+                await dtls.transport.stop()
+        pc.remove_all_listeners()
 
 
 class RelayVideoTrack(MediaStreamTrack):
@@ -89,7 +138,7 @@ class RelayVideoTrack(MediaStreamTrack):
         self._shift = 0
         self._last_out: int | None = None
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         if self._sub is None:
@@ -172,14 +221,14 @@ class RelayAudioTrack(MediaStreamTrack):
         super().__init__()
         self.stream = stream
         self._sub: Subscription | None = None
-        self._decoder: av.CodecContext | None = None
+        self._decoder: av.AudioCodecContext | None = None
         self._resampler = av.AudioResampler(
             format="s16", layout="stereo", rate=OPUS_RATE, frame_size=OPUS_FRAME
         )
         self._ready: deque[av.AudioFrame] = deque()
         self._warned = False
 
-    async def recv(self) -> av.AudioFrame:  # type: ignore[override]
+    async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
         if self._sub is None:
@@ -207,6 +256,7 @@ class RelayAudioTrack(MediaStreamTrack):
             self._decoder = None
             return
         decoder = av.CodecContext.create("aac", "r")
+        assert isinstance(decoder, av.AudioCodecContext)
         decoder.extradata = header.payload[tag.data_offset :]
         self._decoder = decoder
 
@@ -243,6 +293,10 @@ class WhepSession:
     channels: list[RTCDataChannel] = field(default_factory=list)
     roi_messages: int = 0
     watchdog: asyncio.Task[None] | None = None
+    # The player's address (seats are capped per address) and whether ICE/DTLS completed:
+    # until then the session is a pending offer.
+    client: str = ""
+    connected: bool = False
     # The last frame's regions, for a channel that opens after the video has started: the
     # regions of a frame stay in force until the next frame's (docs/roi-rules.md), so the new
     # channel starts from them instead of from nothing.
@@ -276,24 +330,53 @@ class WhepService:
         hub: Hub,
         max_sessions: int = 64,
         ice_servers: list[str] | None = None,
-        connect_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        max_pending_per_client: int = 4,
+        max_sessions_per_client: int = 16,
     ) -> None:
         self.hub = hub
         self.max_sessions = max_sessions
         self.connect_timeout = connect_timeout
+        self.max_pending_per_client = max_pending_per_client
+        self.max_sessions_per_client = max_sessions_per_client
         self._closing: set[asyncio.Task[bool]] = set()
         # No STUN by default: aiortc would otherwise ask Google's STUN server, which a
         # self-hosted relay on a LAN neither needs nor can always reach.
         self.ice_servers = [RTCIceServer(url) for url in ice_servers or []]
         self.sessions: dict[str, WhepSession] = {}
 
-    async def create(self, key: StreamKey, offer_sdp: str) -> tuple[WhepSession, str]:
-        """Answers an SDP offer for the live stream ``key``; raises WhepError."""
+    def _check_seats(self, client: str) -> None:
+        """Raises WhepError unless ``client`` may open one more session."""
+        mine = [s for s in self.sessions.values() if s.client == client]
+        pending = sum(1 for s in mine if not s.connected)
+        if pending >= self.max_pending_per_client:
+            raise WhepError(
+                429,
+                f"{pending} WebRTC offers from {client} have not connected yet (limit "
+                f"{self.max_pending_per_client}; an offer that does not connect within "
+                f"{self.connect_timeout:g} s is dropped)",
+                retry_after=self.connect_timeout,
+            )
+        if len(mine) >= self.max_sessions_per_client:
+            raise WhepError(
+                429, f"too many WebRTC players from {client} (limit {self.max_sessions_per_client})"
+            )
+        if len(self.sessions) >= self.max_sessions:
+            raise WhepError(
+                503,
+                f"too many WebRTC players (limit {self.max_sessions})",
+                retry_after=self.connect_timeout,
+            )
+
+    async def create(
+        self, key: StreamKey, offer_sdp: str, client: str = ""
+    ) -> tuple[WhepSession, str]:
+        """Answers an SDP offer from address ``client`` for the live stream ``key``; raises
+        WhepError."""
         stream = self.hub.get(key)
         if stream is None:
             raise WhepError(404, f"stream {key} is not live")
-        if len(self.sessions) >= self.max_sessions:
-            raise WhepError(503, f"too many WebRTC players (limit {self.max_sessions})")
+        self._check_seats(client)
         header = stream.output.video_header
         if header is not None:
             codec = parse_video_tag(header.payload).codec
@@ -301,11 +384,10 @@ class WhepService:
                 raise WhepError(
                     422, f"stream {key} is {codec} video; WebRTC playback passes H.264 through"
                 )
-        if "m=video" not in offer_sdp:
-            raise WhepError(400, "the SDP offer has no video section (m=video)")
+        check_offer(offer_sdp)
         session_id = secrets.token_urlsafe(12)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers))
-        session = WhepSession(session_id, key, pc)
+        session = WhepSession(session_id, key, pc, client=client)
         session.video = RelayVideoTrack(stream, session.send_roi, self._closer(session_id))
         pc.addTransceiver(session.video, direction="sendonly").setCodecPreferences(_h264_only())
         if "m=audio" in offer_sdp and stream.output.audio_header is not None:
@@ -318,18 +400,21 @@ class WhepService:
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
-            if pc.connectionState in ("failed", "closed"):
+            if pc.connectionState == "connected":
+                session.connected = True
+            elif pc.connectionState in ("failed", "closed"):
                 await self.delete(session_id)
 
+        # The seat is taken before answering: offers arriving while this one is answered see it.
+        self.sessions[session_id] = session
         try:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc raises several types for offers it cannot take
-            await pc.close()
+            await self.delete(session_id)
             raise WhepError(400, f"cannot answer this SDP offer: {exc}") from exc
-        self.sessions[session_id] = session
         session.watchdog = asyncio.get_running_loop().create_task(self._watch(session))
-        log.info("WHEP session %s on %s", session_id, key)
+        log.info("WHEP session %s on %s for %s", session_id, key, client or "?")
         return session, pc.localDescription.sdp
 
     def _closer(self, session_id: str) -> Callable[[], None]:
@@ -357,8 +442,7 @@ class WhepService:
             session.video.stop()
         if session.audio is not None:
             session.audio.stop()
-        with contextlib.suppress(Exception):
-            await session.pc.close()
+        await _close_peer(session.pc)
         log.info("WHEP session %s on %s closed", session_id, session.key)
         return True
 

@@ -23,4 +23,17 @@ class RoiConfig:
         return self.settings.model if self.detect else None
 
 
-__all__ = ["RoiConfig"]
+@dataclass(frozen=True, slots=True)
+class PictureLimit:
+    """The largest picture the ROI stage decodes (decoding allocates frames of that size,
+    several times over: an SPS declaring 16000x8000 cost 4.4 GB). The default is H.264
+    level 5.1's frame size, 4096x2304; larger streams are relayed plain."""
+
+    pixels: int = 36864 * 256
+    side: int = 8192
+
+    def refuses(self, width: int, height: int) -> bool:
+        return width * height > self.pixels or max(width, height) > self.side
+
+
+__all__ = ["PictureLimit", "RoiConfig"]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from app.hub import Hub, Stream
-from app.roi.config import RoiConfig
+from app.roi.config import PictureLimit, RoiConfig
 from app.roi.regions import MAX_REGIONS, Region, effective_regions
 from app.roi.status import NO_TEMPLATE, RoiStats, RoiStatus, initial_status, template_name
 from app.roi.transcoder import RoiTranscoder
@@ -56,10 +56,12 @@ class RoiController:
         make_tracker: TrackerFactory = make_tracker,
         decoder_mode: str = "auto",
         nvenc_library_dir: Path | None = None,
+        picture_limit: PictureLimit = PictureLimit(),
     ) -> None:
         self.hub = hub
         self._decoder_mode = decoder_mode
         self._nvenc_library_dir = nvenc_library_dir
+        self._picture_limit = picture_limit
         self._in_force = template_in_force
         self._pending = template_pending
         self._encoder_name = encoder_name
@@ -155,6 +157,8 @@ class RoiController:
             on_stats=lambda stats: self._stats(stream, stats),
             decoder_mode=self._decoder_mode,
             nvenc_library_dir=self._nvenc_library_dir,
+            on_plain=lambda why: self._plain(stream, transcoder, why),
+            picture_limit=self._picture_limit,
         )
         if record.override is not None:
             transcoder.set_override(record.override)
@@ -165,6 +169,11 @@ class RoiController:
         record = self._streams.get(stream)
         if record is not None and stream.processor is transcoder:
             record.status = replace(record.status, applied=True, reason="ROI encoding")
+
+    def _plain(self, stream: Stream, transcoder: RoiTranscoder, why: str) -> None:
+        record = self._streams.get(stream)
+        if record is not None and stream.processor is transcoder:
+            record.status = replace(record.status, applied=False, reason=why)
 
     def _stats(self, stream: Stream, stats: RoiStats) -> None:
         record = self._streams.get(stream)

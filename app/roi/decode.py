@@ -34,11 +34,13 @@ class OpenedDecoder:
     fallback_reason: str | None = None
 
 
-def _open(name: str, extradata: bytes, cpu: bool) -> av.VideoCodecContext:
+def _open(name: str, extradata: bytes, cpu: bool, max_pixels: int | None) -> av.VideoCodecContext:
     context = av.CodecContext.create(name, "r")
     if not isinstance(context, av.VideoCodecContext):
         raise DecoderError(f"{name} is not a video decoder")
     context.extradata = extradata
+    if max_pixels is not None:
+        context.options = {"max_pixels": str(max_pixels)}
     if cpu:
         context.thread_type = "SLICE"
     else:
@@ -46,8 +48,11 @@ def _open(name: str, extradata: bytes, cpu: bool) -> av.VideoCodecContext:
     return context
 
 
-def open_decoder(codec: str, extradata: bytes, mode: str = "auto") -> OpenedDecoder:
-    """A decoder for ``codec`` (``h264``/``hevc``) configured with ``extradata`` (avcC/hvcC)."""
+def open_decoder(
+    codec: str, extradata: bytes, mode: str = "auto", max_pixels: int | None = None
+) -> OpenedDecoder:
+    """A decoder for ``codec`` (``h264``/``hevc``) configured with ``extradata`` (avcC/hvcC);
+    with ``max_pixels``, FFmpeg refuses (as invalid data) pictures larger than that."""
     if mode not in DECODER_MODES:
         raise DecoderError(f"decoder mode must be one of {', '.join(DECODER_MODES)}, not {mode!r}")
     if codec not in NVDEC_DECODERS:
@@ -56,11 +61,13 @@ def open_decoder(codec: str, extradata: bytes, mode: str = "auto") -> OpenedDeco
     if mode != "cpu":
         name = NVDEC_DECODERS[codec]
         try:
-            return OpenedDecoder(_open(name, extradata, cpu=False), name)
+            return OpenedDecoder(_open(name, extradata, cpu=False, max_pixels=max_pixels), name)
         except (av.FFmpegError, OSError, ValueError) as exc:  # EPERM/ENOSYS without a GPU
             reason = f"{name} (NVDEC) unavailable: {exc}"
             level = logging.WARNING if mode == "cuda" else logging.DEBUG
             log.log(level, "%s; decoding on the CPU", reason)
     return OpenedDecoder(
-        _open(codec, extradata, cpu=True), codec, reason if mode == "cuda" else None
+        _open(codec, extradata, cpu=True, max_pixels=max_pixels),
+        codec,
+        reason if mode == "cuda" else None,
     )

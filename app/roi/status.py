@@ -39,6 +39,7 @@ class RoiStats:
     encoder: str | None = None
     encoder_fallback: str | None = None
     providers: tuple[str, ...] | None = None  # the recognition model's onnxruntime providers
+    corrupt_gops: int = 0  # GOPs relayed plain because a frame in them did not decode
 
 
 @dataclass(frozen=True, slots=True)

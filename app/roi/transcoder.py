@@ -24,7 +24,7 @@ from pathlib import Path
 from app.hub import Stream
 from app.media.flv import TagType
 from app.media.packet import MediaPacket
-from app.roi.config import RoiConfig
+from app.roi.config import PictureLimit, RoiConfig
 from app.roi.regions import Region
 from app.roi.status import RoiStats
 from app.roi.worker import (
@@ -47,8 +47,9 @@ class RoiTranscoder:
 
     ``on_give_up(why)``: the worker stopped (lag, unsupported codec, failure); the owner
     takes the stage off the stream. ``on_encoding()``: the first ROI-encoded frame went out.
-    ``on_stats(stats)``: a new snapshot. All three are called on the event loop, and only
-    while this stage has not been stopped.
+    ``on_stats(stats)``: a new snapshot. ``on_plain(why)``: a frame did not decode, this GOP
+    goes out as the publisher sent it (``on_encoding`` again when ROI resumes). All are called
+    on the event loop, and only while this stage has not been stopped.
     """
 
     def __init__(
@@ -60,10 +61,12 @@ class RoiTranscoder:
         on_give_up: Callable[[str], None],
         on_encoding: Callable[[], None] | None = None,
         on_stats: Callable[[RoiStats], None] | None = None,
+        on_plain: Callable[[str], None] | None = None,
         load_model: ModelLoader = load_stream_model,
         make_tracker: TrackerFactory = make_tracker,
         decoder_mode: str = "auto",
         nvenc_library_dir: Path | None = None,
+        picture_limit: PictureLimit = PictureLimit(),
     ) -> None:
         self.stream = stream
         self.loop = asyncio.get_running_loop()
@@ -72,6 +75,7 @@ class RoiTranscoder:
         self._on_give_up = on_give_up
         self._on_encoding = on_encoding
         self._on_stats = on_stats
+        self._on_plain = on_plain
         self._controls = WorkerControls(config)
         self._config = config
         self._inbox: Inbox = queue.SimpleQueue()
@@ -91,7 +95,16 @@ class RoiTranscoder:
         def gave_up(why: str) -> None:
             call(self._gave_up, why)
 
-        sink = WorkerSink(packet=packet, stats=stats, encoding=encoding, gave_up=gave_up)
+        def relaying_plain(why: str) -> None:
+            call(self._mark_plain, why)
+
+        sink = WorkerSink(
+            packet=packet,
+            stats=stats,
+            encoding=encoding,
+            gave_up=gave_up,
+            relaying_plain=relaying_plain,
+        )
         worker = TranscodeWorker(
             str(stream.key),
             self._controls,
@@ -103,6 +116,7 @@ class RoiTranscoder:
             make_tracker=make_tracker,
             decoder_mode=decoder_mode,
             nvenc_library_dir=nvenc_library_dir,
+            picture_limit=picture_limit,
         )
         self._thread = threading.Thread(
             target=worker.run, args=(self._inbox,), name=f"roi {stream.key}", daemon=True
@@ -177,6 +191,13 @@ class RoiTranscoder:
         self.encoding = True
         if self._on_encoding is not None:
             self._on_encoding()
+
+    def _mark_plain(self, why: str) -> None:
+        if self._stopped:
+            return
+        self.encoding = False
+        if self._on_plain is not None:
+            self._on_plain(why)
 
     def _gave_up(self, why: str) -> None:
         if self._stopped:

@@ -25,9 +25,10 @@ from typing import Any, Literal
 import av
 
 from app.media.flv import TagType, VideoPacketType, build_video_tag, parse_video_tag
+from app.media.nal import NalError, parse_decoder_config
 from app.media.packet import MediaPacket
 from app.media.sei import add_roi_sei
-from app.roi.config import RoiConfig
+from app.roi.config import PictureLimit, RoiConfig
 from app.roi.decode import open_decoder
 from app.roi.detect import RecognitionModel, load_model
 from app.roi.encode import open_encoder
@@ -51,6 +52,10 @@ _CODECS: dict[str, tuple[str, Literal["h264", "hevc"]]] = {
     "avc1": ("h264", "h264"),
     "hvc1": ("hevc", "hevc"),
 }
+
+# Decoder errors that mean "this frame is damaged": that GOP is relayed plain, ROI resumes at
+# the next keyframe that decodes.
+CORRUPT_FRAME_ERRORS = (av.error.InvalidDataError, av.error.PatchWelcomeError)
 
 ModelLoader = Callable[[str], Any]
 TrackerFactory = Callable[[Any, RoiConfig], Any]
@@ -101,8 +106,9 @@ class WorkerSink:
 
     packet: Callable[[MediaPacket], None]
     stats: Callable[[RoiStats], None]
-    encoding: Callable[[], None]  # the first ROI-encoded frame is going out
+    encoding: Callable[[], None]  # the first ROI-encoded frame is going out (again)
     gave_up: Callable[[str], None]
+    relaying_plain: Callable[[str], None]  # why this GOP goes out as the publisher sent it
 
 
 class WorkerControls:
@@ -143,8 +149,10 @@ class TranscodeWorker:
         make_tracker: TrackerFactory = make_tracker,
         decoder_mode: str = "auto",
         nvenc_library_dir: Path | None = None,
+        picture_limit: PictureLimit = PictureLimit(),
     ) -> None:
         self.name = name
+        self._picture_limit = picture_limit
         self._controls = controls
         self._sink = sink
         self._encoder_name = encoder_name
@@ -177,6 +185,9 @@ class TranscodeWorker:
         self.gop_frames = 0
         self._frames_since_key = 0
         self._arrivals: dict[int, float] = {}
+        self.source_header: MediaPacket | None = None
+        # A frame of this GOP did not decode: its packets go out as the publisher sent them.
+        self.corrupt_gop = False
 
     # the thread ---------------------------------------------------------------------------
 
@@ -233,6 +244,12 @@ class TranscodeWorker:
                 self._sink.packet(packet)  # plain relay until a keyframe to start from
                 return
             self.started = True
+        if self.corrupt_gop:
+            if not packet.keyframe:
+                self._sink.packet(packet)
+                return
+            self.corrupt_gop = False  # try ROI again from this keyframe
+            self._encoding = False
         if packet.keyframe:
             if self._frames_since_key:
                 self.gop_frames = self._frames_since_key
@@ -251,9 +268,30 @@ class TranscodeWorker:
         av_packet.time_base = Fraction(1, 1000)
         if packet.keyframe:
             av_packet.is_keyframe = True
-        for frame in self.decoder.decode(av_packet):
-            self._encode(frame, lag)
+        try:
+            frames = self.decoder.decode(av_packet)
+        except CORRUPT_FRAME_ERRORS as exc:
+            self._relay_rest_of_gop(packet, exc)
+        else:
+            for frame in frames:
+                self._encode(frame, lag)
         self._publish()
+
+    def _relay_rest_of_gop(self, packet: MediaPacket, exc: Exception) -> None:
+        """A frame did not decode: what was encoded goes out, then the source's header and
+        this GOP as the publisher sent it; ROI resumes at the next keyframe that decodes."""
+        log.info("ROI %s: undecodable frame at %d ms (%s)", self.name, packet.timestamp, exc)
+        self._close_encoder()
+        if self.source_header is not None:
+            self._sink.packet(self.source_header)
+            self.open_decoder_for(self.source_header)  # a fresh decoder for the next keyframe
+        self._sink.packet(packet)
+        self.corrupt_gop = True
+        self._arrivals.clear()
+        self.stats = replace(self.stats, corrupt_gops=self.stats.corrupt_gops + 1)
+        self._sink.relaying_plain(
+            f"corrupt frame at {packet.timestamp} ms: plain relay until the next keyframe"
+        )
 
     def open_decoder_for(self, header: MediaPacket) -> None:
         info = parse_video_tag(header.payload)
@@ -261,10 +299,23 @@ class TranscodeWorker:
         if fourcc not in _CODECS:
             self.gave_up = f"codec {fourcc} is not supported for ROI encoding: plain relay"
             return
+        limit = self._picture_limit
+        size = _declared_size(config_record, _CODECS[fourcc][1])
+        if size is not None and limit.refuses(*size):
+            self.gave_up = (
+                f"picture {size[0]}x{size[1]} is larger than the ROI stage decodes "
+                f"({limit.pixels / 1e6:.1f} Mpixel, {limit.side} px a side): plain relay"
+            )
+            return
         self.codec_tag = fourcc
         self._nal_codec = _CODECS[fourcc][1]
         self.enhanced = info.enhanced
-        opened = open_decoder(_CODECS[fourcc][0], config_record, self._decoder_mode)
+        self.source_header = header
+        # Parameter sets inside the frames may declare another size: FFmpeg refuses (as
+        # undecodable data) to allocate a picture larger than the limit.
+        opened = open_decoder(
+            _CODECS[fourcc][0], config_record, self._decoder_mode, max_pixels=limit.pixels
+        )
         self.decoder = opened.context
         self.stats = replace(
             self.stats, decoder=opened.name, decoder_fallback=opened.fallback_reason
@@ -466,6 +517,14 @@ class TranscodeWorker:
     def close(self) -> None:
         if self.detector is not None:
             self.detector.stop()
+
+
+def _declared_size(config_record: bytes, codec: Literal["h264", "hevc"]) -> tuple[int, int] | None:
+    try:
+        sps = parse_decoder_config(config_record, codec).sps_info()
+    except (NalError, ValueError, IndexError):
+        return None  # the decoder judges it (and max_pixels bounds what it allocates)
+    return sps.width, sps.height
 
 
 def _scaled(detection: Any, scale: float) -> Any:

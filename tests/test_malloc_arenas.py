@@ -1,0 +1,64 @@
+"""The CLI caps glibc's malloc arenas before any worker thread starts (issue 17, 8)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+# Eight threads allocating at once, then the number of heaps (arenas) glibc reports.
+_PROBE = textwrap.dedent(
+    """
+    import ctypes, sys, threading
+    from app.cli import bound_malloc_arenas
+    print(bound_malloc_arenas(int(sys.argv[1])))
+    barrier = threading.Barrier(8)
+    def work():
+        held = [bytearray(3000) for _ in range(500)]
+        barrier.wait()
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    libc = ctypes.CDLL("libc.so.6")
+    libc.open_memstream.restype = ctypes.c_void_p
+    buf, size = ctypes.c_char_p(), ctypes.c_size_t()
+    fp = ctypes.c_void_p(libc.open_memstream(ctypes.byref(buf), ctypes.byref(size)))
+    libc.malloc_info(0, fp)
+    libc.fclose(fp)
+    print(buf.value.decode().count("<heap nr="))
+    """
+)
+
+
+def _heaps(arenas: int) -> tuple[str, int]:
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(arenas)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        timeout=60,
+    ).stdout.split()
+    return out[0], int(out[1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_info")
+def test_malloc_arenas_are_capped() -> None:
+    applied, heaps = _heaps(2)
+    assert applied == "True"
+    assert heaps <= 2
+    # Without the cap the same threads get arenas of their own: the probe can tell.
+    applied, heaps = _heaps(0)
+    assert applied == "False"
+    assert heaps > 2
+
+
+def test_the_environment_variable_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.cli import bound_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert bound_malloc_arenas(2) is False
