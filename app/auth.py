@@ -1,20 +1,31 @@
-"""Push authentication (Tencent-compatible), the one place for that rule.
+"""Push and play authentication (Tencent-compatible), the one place for that rule.
 
 ``txTime`` is the expiry as a hexadecimal Unix time; ``txSecret = md5(key + StreamName +
 txTime)`` in hex, where txTime is hashed exactly as it is written in the URL (so ``5F5E1000``
 and ``5f5e1000`` give different secrets) and StreamName is the bare stream name, without app
 or query. Either the primary or the backup key may sign (so keys can be rotated); with no key
-configured, push authentication is off.
+configured, push authentication is off. Play authentication is the same rule with the play keys
+(ROI_RELAY_PLAY_KEY / ROI_RELAY_PLAY_BACKUP_KEY) on every play path.
+
+Who may publish or play is asked once per connection through an :data:`Admit` function: the
+composition root hands one to every publish/play entry point (RTMP, HTTP-FLV, HLS, WHEP, the
+ROI WebSocket), so the entry points only ask and answer with their protocol's own refusal.
+The default, :func:`signatures_only`, checks the signatures; app/hooks adds the operator's
+auth hook and the play events.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
 
 BAD_AUTH = "NetStream.Publish.BadAuth"
+PLAY_FAILED = "NetStream.Play.Failed"
+# Query parameters that are secrets: kept for the auth hook, removed from event callbacks.
+SECRET_PARAMS = frozenset({"txSecret", "txTime"})
 MAX_TX_TIME_DIGITS = 16  # a 64-bit time; anything longer is not a time
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
@@ -69,7 +80,83 @@ def check_push(
         if key
     ]
     if not any(matches):
-        return _refuse("txSecret does not match the push key")
+        return _refuse("txSecret does not match the key")
     if now > expires_at:
-        return _refuse("txTime has passed: the push URL expired")
+        return _refuse("txTime has passed: the URL expired")
     return PushVerdict(True, "signature valid")
+
+
+def check_play(
+    stream_name: str, query: Mapping[str, str], keys: PushKeys, now: float
+) -> PushVerdict:
+    """The push rule with the play keys; a refusal carries RTMP's play refusal code."""
+    verdict = check_push(stream_name, query, keys, now)
+    if verdict.ok:
+        return verdict if keys.enabled else PushVerdict(True, "play authentication is off")
+    return PushVerdict(False, verdict.reason, PLAY_FAILED)
+
+
+def public_query(query: Mapping[str, str]) -> dict[str, str]:
+    """The query without its secrets (what may be shown or sent to third parties)."""
+    return {k: v for k, v in query.items() if k not in SECRET_PARAMS}
+
+
+Action = Literal["publish", "play"]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRequest:
+    """One publish or play, as an entry point sees it."""
+
+    action: Action
+    protocol: str  # rtmp, http-flv, hls, whep, roi-ws
+    app: str
+    stream: str
+    query: Mapping[str, str]
+    client_ip: str
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """The answer: allowed or not (and why); a template the operator chose for a push;
+    ``ended`` is called by the entry point once the play or publish is over."""
+
+    ok: bool
+    reason: str
+    template: str | None = None
+    ended: Callable[[], None] = field(default=_nothing, compare=False)
+
+
+Admit = Callable[[AccessRequest], Awaitable[Access]]
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """The signature rule for both directions."""
+
+    push: PushKeys = PushKeys()
+    play: PushKeys = PushKeys()
+
+    def check(self, request: AccessRequest, now: float) -> PushVerdict:
+        if request.action == "publish":
+            return check_push(request.stream, request.query, self.push, now)
+        return check_play(request.stream, request.query, self.play, now)
+
+
+def signatures_only(gate: Gate, clock: Callable[[], float]) -> Admit:
+    """An :data:`Admit` that checks the signatures and nothing else."""
+
+    async def admit(request: AccessRequest) -> Access:
+        verdict = gate.check(request, clock())
+        return Access(verdict.ok, verdict.reason)
+
+    return admit
+
+
+async def admit_all(request: AccessRequest) -> Access:
+    """For parts built without an admission (unit tests of one output)."""
+    return Access(True, "open")

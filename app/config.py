@@ -71,6 +71,27 @@ class Settings(BaseSettings):
     roi_max_picture_side: int = Field(8192, ge=64)
     # glibc malloc arenas (0: glibc's default, 8 per core); MALLOC_ARENA_MAX, if set, wins.
     malloc_arena_max: int = Field(2, ge=0)
+    # Operator integration (app/hooks): event callbacks, the publish/play hook, signed play.
+    callback_url: str = ""
+    # Per kind of event; empty = callback_url, "off" = not sent.
+    callback_url_publish: str = ""
+    callback_url_play: str = ""
+    callback_url_roi: str = ""
+    callback_url_record: str = ""
+    callback_key: str = ""
+    callback_retries: int = Field(12, ge=0, le=1000)
+    callback_retry_interval: float = Field(60.0, gt=0)
+    callback_timeout: float = Field(5.0, gt=0)
+    callback_queue_size: int = Field(1000, ge=1)
+    callback_sign_ttl: float = Field(600.0, gt=0)
+    auth_hook_url: str = ""
+    auth_hook_timeout: float = Field(3.0, gt=0)
+    auth_hook_fail_open: bool = False
+    play_key: str = ""
+    play_backup_key: str = ""
+    # An HLS viewer session ends after this long without a playlist or segment fetch.
+    hls_session_timeout: float = Field(60.0, gt=0)
+    metrics_token: str = ""
 
     @field_validator(
         "rtmps_port", "tls_cert", "tls_key", "record_dir", "forward_tls_ca", mode="before"

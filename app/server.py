@@ -17,6 +17,7 @@ from app.api.docs import mount_docs
 from app.api.errors import SafeJSONResponse, install_error_handlers
 from app.api.forwards import forwards_router
 from app.api.hls import hls_router
+from app.api.hls_access import HlsViewers
 from app.api.limits import BodyLimit, body_limits, guarded_http_protocol
 from app.api.player import player_router
 from app.api.recordings import recordings_router
@@ -26,6 +27,7 @@ from app.api.streams import streams_router
 from app.api.templates import document_models, models_router, mount_console, templates_router
 from app.api.whep import whep_router
 from app.config import Settings
+from app.hooks.wiring import Hooks
 from app.hub import Hub, Stream
 from app.metrics import relay_registry
 from app.outputs.flv import HttpFlvPlayback
@@ -53,6 +55,7 @@ class Relay:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.hub = Hub(player_queue_seconds=settings.player_queue_seconds)
+        self.hooks = Hooks(settings, self.hub)
         self.templates = TemplateStore(
             settings.resolved_database_url,
             activation_delay=settings.template_activation_delay,
@@ -71,7 +74,10 @@ class Relay:
             ),
         )
         self.registry = relay_registry(self.hub, self.roi)
+        self.registry.register(self.hooks.collector)
         self.templates.subscribe(self._on_template_change)
+        if self.hooks.delivery.wants("roi"):
+            self.roi.on_roi_change.append(self.hooks.events.roi_changed)
         self.whep = WhepService(
             self.hub,
             max_sessions=settings.whep_max_sessions,
@@ -83,14 +89,20 @@ class Relay:
         self.registry.register(RecordingCollector(self.recordings))
         self.forwards = ForwardManager(self.hub, settings, RtmpPublishSession)
         self.registry.register(ForwardCollector(self.forwards))
+        # HLS viewers get sessions when a play needs admitting or reporting (hls_access.py).
+        self.hls_viewers = (
+            HlsViewers(self.hooks.admission, settings.hls_session_timeout)
+            if self.hooks.play_protected or self.hooks.delivery.wants("play")
+            else None
+        )
         self.http_app = self._build_http_app()
         # HTTP-FLV is answered in front of FastAPI (app/outputs/flv.py says why); body limits
         # in front of everything.
         self.asgi_app = BodyLimit(
-            HttpFlvPlayback(self.hub, self.http_app),
+            HttpFlvPlayback(self.hub, self.http_app, admit=self.hooks.admission),
             body_limits(settings.http_max_body_bytes, settings.whep_max_offer_bytes),
         )
-        self.rtmp = RtmpServer(self.hub, settings)
+        self.rtmp = RtmpServer(self.hub, settings, admit=self.hooks.admission)
         self._uvicorn: uvicorn.Server | None = None
         self._uvicorn_task: asyncio.Task[None] | None = None
         self.rtmp_port = settings.rtmp_port
@@ -143,15 +155,17 @@ class Relay:
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
         # Playback last: its /{app}/{stream}.xxx patterns must not shadow the API routes.
-        app.include_router(roi_feed_router(self.hub))
+        admit = self.hooks.admission
+        app.include_router(roi_feed_router(self.hub, admit))
         app.include_router(
             hls_router(
                 self.hub,
                 segment_seconds=self.settings.hls_segment_seconds,
                 window=self.settings.hls_window,
+                viewers=self.hls_viewers,
             )
         )
-        app.include_router(whep_router(self.hub, self.whep))
+        app.include_router(whep_router(self.hub, self.whep, admit))
         app.include_router(player_router(self.hub))
         return app
 
@@ -225,6 +239,9 @@ class Relay:
         await self.forwards.close()
         await self.whep.close()
         await self.templates.stop_watching()
+        if self.hls_viewers is not None:
+            await self.hls_viewers.close()
+        await self.hooks.close()
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
         if self._uvicorn_task is not None:

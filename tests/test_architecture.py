@@ -30,12 +30,13 @@ ALLOWED: dict[str, set[str]] = {
     # Ingest; RTMP play shares the session and chunk code, so it lives here too.
     "app.rtmp": {"app.media", "app.hub", "app.auth", "app.config"},
     "app.roi": {"app.media", "app.hub", "app.config", "app.templates.rules"},
-    "app.outputs": {"app.media", "app.hub", "app.config", "app.roi.regions"},
+    # app.auth: the Admit type every play entry point is handed (app/hooks implements it).
+    "app.outputs": {"app.media", "app.hub", "app.config", "app.roi.regions", "app.auth"},
     # The template rules use the ROI string limits and the model catalogue, nothing else.
     "app.templates": {"app.roi.regions", "app.roi.registry", "app.database"},
 }
 # Beside the flow: may import anything in app.
-BESIDE = {"app", "app.api", "app.server", "app.cli", "app.metrics"}
+BESIDE = {"app", "app.api", "app.server", "app.cli", "app.metrics", "app.hooks"}
 
 
 def module_name(path: Path) -> str:

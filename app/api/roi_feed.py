@@ -6,16 +6,28 @@ import contextlib
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from app.api.access import WS_REFUSED, play_request
+from app.auth import Admit, admit_all
 from app.hub import Hub, StreamKey
 from app.outputs.roi_feed import RoiFeed
 
 
-def roi_feed_router(hub: Hub) -> APIRouter:
+def roi_feed_router(hub: Hub, admit: Admit = admit_all) -> APIRouter:
     router = APIRouter(tags=["playback"])
 
     @router.websocket("/{app}/{stream}/roi")
     async def roi_feed(websocket: WebSocket, app: str, stream: str) -> None:
         """One compact JSON message per encoded frame, from the moment of joining."""
+        access = await admit(play_request("roi-ws", app, stream, websocket))
+        if not access.ok:
+            await websocket.close(code=WS_REFUSED, reason=f"play refused: {access.reason}"[:120])
+            return
+        try:
+            await _feed(websocket, app, stream)
+        finally:
+            access.ended()
+
+    async def _feed(websocket: WebSocket, app: str, stream: str) -> None:
         live = hub.get(StreamKey(app, stream))
         if live is None:
             await websocket.close(code=4404, reason=f"stream {app}/{stream} is not live")

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from aiortc import RTCPeerConnection
 from fastapi import APIRouter, HTTPException, Request, Response
 
+from app.api.access import play_request, refusal
+from app.auth import Admit, admit_all
 from app.hub import Hub, StreamKey
 from app.outputs.webrtc import WhepError, WhepService
 
@@ -16,7 +21,18 @@ _CORS = {
 }
 
 
-def whep_router(hub: Hub, service: WhepService | None = None) -> APIRouter:
+def _end_with(pc: RTCPeerConnection, ended: Callable[[], None]) -> None:
+    """Calls ``ended`` (the play stop) once the session's peer connection is over."""
+
+    @pc.on("connectionstatechange")
+    def on_state() -> None:
+        if pc.connectionState in ("failed", "closed"):
+            ended()
+
+
+def whep_router(
+    hub: Hub, service: WhepService | None = None, admit: Admit = admit_all
+) -> APIRouter:
     whep = service or WhepService(hub)
     router = APIRouter(tags=["playback"])
 
@@ -54,15 +70,20 @@ def whep_router(hub: Hub, service: WhepService | None = None) -> APIRouter:
                 status_code=400, detail="body: SDP offer is not UTF-8", headers=_CORS
             ) from None
         client = request.client.host if request.client is not None else ""
+        access = await admit(play_request("whep", app, stream, request))
+        if not access.ok:
+            raise refusal(access, _CORS)
         try:
             session, answer = await whep.create(StreamKey(app, stream), sdp, client)
         except WhepError as exc:
+            access.ended()
             headers = dict(_CORS)
             if exc.retry_after is not None:
                 headers["Retry-After"] = str(max(1, round(exc.retry_after)))
             raise HTTPException(
                 status_code=exc.status, detail=exc.detail, headers=headers
             ) from None
+        _end_with(session.pc, access.ended)
         location = f"/{app}/{stream}/whep/{session.id}"
         return Response(
             answer,

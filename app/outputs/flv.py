@@ -13,7 +13,9 @@ import json
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
+from app.auth import AccessRequest, Admit, admit_all
 from app.hub import Hub, StreamKey, Subscription
 from app.media.flv import FLV_FILE_HEADER
 
@@ -54,26 +56,29 @@ async def write_flv(sub: Subscription, send: Send) -> None:
 class HttpFlvPlayback:
     """ASGI: ``GET /{app}/{stream}.flv`` from the hub; every other request goes to ``app``."""
 
-    def __init__(self, hub: Hub, app: AsgiApp) -> None:
+    def __init__(self, hub: Hub, app: AsgiApp, admit: Admit = admit_all) -> None:
         self.hub = hub
         self.app = app
+        self.admit = admit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = FLV_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
         if match is None or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        stream = self.hub.get(StreamKey(match[1], match[2]))
+        access = await self.admit(_access_request(scope, match[1], match[2]))
+        if not access.ok:
+            await _answer(send, 403, f"play refused: {access.reason}")
+            return
+        try:
+            await self._play(scope, receive, send, match[1], match[2])
+        finally:
+            access.ended()
+
+    async def _play(self, scope: Scope, receive: Receive, send: Send, app: str, name: str) -> None:
+        stream = self.hub.get(StreamKey(app, name))
         if stream is None:
-            detail = json.dumps({"detail": f"stream {match[1]}/{match[2]} is not live"})
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 404,
-                    "headers": [(b"content-type", b"application/json")],
-                }
-            )
-            await send({"type": "http.response.body", "body": detail.encode()})
+            await _answer(send, 404, f"stream {app}/{name} is not live")
             return
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
         if scope["method"] == "HEAD":
@@ -90,6 +95,19 @@ class HttpFlvPlayback:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+
+def _access_request(scope: Scope, app: str, name: str) -> AccessRequest:
+    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    client = scope.get("client")
+    return AccessRequest("play", "http-flv", app, name, query, client[0] if client else "")
+
+
+async def _answer(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"access-control-allow-origin", b"*")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _close_on_disconnect(receive: Receive, sub: Subscription) -> None:

@@ -32,6 +32,11 @@ log = logging.getLogger("app.roi")
 TemplateLookup = Callable[[str], Any]  # name -> a template version (or None)
 
 
+# (stream, applied, template, model, encoder, reason): ROI frames started going out (with the
+# encoder's name), or the stream fell back to plain relay (encoder None, and why).
+RoiChangeListener = Callable[[Stream, bool, str | None, str | None, str | None, str], None]
+
+
 @dataclass
 class _StreamRoi:
     """The controller's record of one live stream (written on the event loop only)."""
@@ -69,6 +74,8 @@ class RoiController:
         self._make_tracker = make_tracker
         self._streams: dict[Stream, _StreamRoi] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Told when a stream's ROI encoding starts or it falls back to plain relay.
+        self.on_roi_change: list[RoiChangeListener] = []
         hub.on_stream_opened.append(self._on_opened)
         hub.on_stream_closed.append(self._on_closed)
 
@@ -139,6 +146,8 @@ class RoiController:
                 current.stop()
                 stream.set_processor(None)
             record.status = replace(record.status, applied=False, reason=reason)
+            if name:
+                self._notify(stream, record.status, None)
             if "did you mean" in reason and record.hinted != reason:
                 record.hinted = reason
                 log.warning("stream %s: %s", stream.key, reason)
@@ -169,6 +178,7 @@ class RoiController:
         record = self._streams.get(stream)
         if record is not None and stream.processor is transcoder:
             record.status = replace(record.status, applied=True, reason="ROI encoding")
+            self._notify(stream, record.status, transcoder.encoder_name)
 
     def _plain(self, stream: Stream, transcoder: RoiTranscoder, why: str) -> None:
         record = self._streams.get(stream)
@@ -188,6 +198,11 @@ class RoiController:
         if record is not None:
             record.given_up = True
             record.status = replace(record.status, applied=False, reason=why)
+            self._notify(stream, record.status, None)
+
+    def _notify(self, stream: Stream, status: RoiStatus, encoder: str | None) -> None:
+        for listener in self.on_roi_change:
+            listener(stream, status.applied, status.template, status.model, encoder, status.reason)
 
     def _config_for(self, name: str | None, override: bool) -> tuple[RoiConfig | None, str]:
         """The config for a push naming template ``name`` (runs in a thread: a DB read)."""

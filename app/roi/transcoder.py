@@ -72,6 +72,7 @@ class RoiTranscoder:
         self.loop = asyncio.get_running_loop()
         self.stats = RoiStats()
         self.encoding = False
+        self.encoder_name: str | None = None  # the encoder once ROI frames go out
         self._on_give_up = on_give_up
         self._on_encoding = on_encoding
         self._on_stats = on_stats
@@ -89,8 +90,8 @@ class RoiTranscoder:
         def stats(stats: RoiStats) -> None:
             call(self._take_stats, stats)
 
-        def encoding() -> None:
-            call(self._mark_encoding)
+        def encoding(encoder: str) -> None:
+            call(self._mark_encoding, encoder)
 
         def gave_up(why: str) -> None:
             call(self._gave_up, why)
@@ -183,12 +184,13 @@ class RoiTranscoder:
         if self._on_stats is not None and not self._stopped:
             self._on_stats(stats)
 
-    def _mark_encoding(self) -> None:
+    def _mark_encoding(self, encoder: str) -> None:
         # A frame finished after the controller took this stage off the stream must not
         # mark the stream as ROI-encoded.
         if self._stopped:
             return
         self.encoding = True
+        self.encoder_name = encoder
         if self._on_encoding is not None:
             self._on_encoding()
 

@@ -106,7 +106,8 @@ class WorkerSink:
 
     packet: Callable[[MediaPacket], None]
     stats: Callable[[RoiStats], None]
-    encoding: Callable[[], None]  # the first ROI-encoded frame is going out (again)
+    # ROI-encoded frames are going out (again), from the encoder named
+    encoding: Callable[[str], None]
     gave_up: Callable[[str], None]
     relaying_plain: Callable[[str], None]  # why this GOP goes out as the publisher sent it
 
@@ -453,7 +454,7 @@ class TranscodeWorker:
         )
         if not self._encoding:
             self._encoding = True
-            self._sink.encoding()
+            self._sink.encoding(encoder.name)
         for packet in packets:
             self._emit_encoded(packet, regions, config)
 

@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from app.auth import PushKeys, check_push
+from app.auth import (
+    BAD_AUTH,
+    PLAY_FAILED,
+    Access,
+    AccessRequest,
+    Admit,
+    Gate,
+    PushKeys,
+    signatures_only,
+)
 from app.config import Settings
 from app.hub import Hub, Stream, StreamBusyError, StreamKey, Subscription
 from app.media.flv import FlvError, TagType
@@ -61,10 +70,15 @@ class RtmpServer:
         play_wait_seconds: float = 3.0,
         handshake_timeout: float = 10.0,
         idle_timeout: float = 30.0,
+        admit: Admit | None = None,
     ) -> None:
         self.hub = hub
         self.settings = settings
         self.keys = PushKeys(settings.push_key, settings.push_backup_key)
+        # Who may publish or play (app/auth.py); the composition root adds the auth hook.
+        self.admit = admit or signatures_only(
+            Gate(self.keys, PushKeys(settings.play_key, settings.play_backup_key)), clock
+        )
         self.counters = counters if counters is not None else RtmpCounters()
         self.clock = clock
         self.play_wait_seconds = play_wait_seconds
@@ -133,6 +147,7 @@ class RtmpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._publishers: dict[int, Stream] = {}
         self._players: dict[int, asyncio.Task[None]] = {}
+        self._admitting: dict[int, asyncio.Task[None]] = {}  # publishes awaiting admission
         self._writable = asyncio.Event()
         self._writable.set()
         self._closing = False
@@ -204,6 +219,9 @@ class RtmpConnection(asyncio.Protocol):
         for task in self._players.values():
             task.cancel()
         self._players.clear()
+        for task in self._admitting.values():
+            task.cancel()
+        self._admitting.clear()
 
     def _arm_timer(self) -> None:
         loop = asyncio.get_running_loop()
@@ -243,14 +261,22 @@ class RtmpConnection(asyncio.Protocol):
                     stream.set_metadata(metadata)
                     stream.source.push(MediaPacket(TagType.DATA, timestamp, tag_payload))
             case rtmp.PublishRequested(stream_id, app, name, query, _publish_type):
-                self._on_publish(stream_id, StreamKey(app, name), query)
-            case rtmp.PlayRequested(stream_id, app, name, _query):
+                # Held (no answer, media ignored) until admitted, in this connection's task.
+                admitting = asyncio.get_running_loop().create_task(
+                    self._admit_publish(stream_id, StreamKey(app, name), query)
+                )
+                self._admitting[stream_id] = admitting
+                admitting.add_done_callback(partial(self._admitted, stream_id))
+            case rtmp.PlayRequested(stream_id, app, name, query):
                 task = asyncio.get_running_loop().create_task(
-                    self._play(stream_id, StreamKey(app, name))
+                    self._play(stream_id, StreamKey(app, name), query)
                 )
                 self._players[stream_id] = task
                 task.add_done_callback(lambda _t, sid=stream_id: self._player_done(sid, _t))
             case rtmp.Unpublished(stream_id):
+                pending = self._admitting.pop(stream_id, None)
+                if pending is not None:
+                    pending.cancel()
                 stream = self._publishers.pop(stream_id, None)
                 if stream is not None:
                     log.info("%s: unpublished %s", self.peer, stream.key)
@@ -293,16 +319,38 @@ class RtmpConnection(asyncio.Protocol):
             return
         stream.source.push(packet)
 
-    def _on_publish(self, stream_id: int, key: StreamKey, query: dict[str, str]) -> None:
+    def _admitted(self, stream_id: int, task: asyncio.Task[None]) -> None:
+        if self._admitting.get(stream_id) is task:
+            del self._admitting[stream_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: publish admission failed", self.peer, exc_info=task.exception())
+            self.close("internal error while admitting a publish")
+
+    def _request(self, action: str, key: StreamKey, query: dict[str, str]) -> AccessRequest:
+        ip = self.peer.rsplit(":", 1)[0]
+        return AccessRequest(action, "rtmp", key.app, key.name, query, ip)  # type: ignore[arg-type]
+
+    async def _admit_publish(self, stream_id: int, key: StreamKey, query: dict[str, str]) -> None:
+        verdict = await self.server.admit(self._request("publish", key, query))
+        if self._closing:
+            return
+        self._on_publish(stream_id, key, query, verdict)
+        self._flush()
+        if self.session.should_close:
+            self.close("request refused")
+
+    def _on_publish(
+        self, stream_id: int, key: StreamKey, query: dict[str, str], verdict: Access
+    ) -> None:
         server = self.server
-        verdict = check_push(key.name, query, server.keys, server.clock())
         if not verdict.ok:
-            assert verdict.status_code is not None
             server.counters.refuse("auth")
             server.hub.counters.refused("auth", key)
             log.warning("%s: push to %s refused: %s", self.peer, key, verdict.reason)
-            self.session.refuse_publish(stream_id, verdict.status_code, verdict.reason)
+            self.session.refuse_publish(stream_id, BAD_AUTH, verdict.reason)
             return
+        if verdict.template:  # the auth hook chose the push's ROI template
+            query = {**query, "roirecognition": verdict.template}
         try:
             stream = server.hub.open_publisher(key, query, self.peer)
         except StreamBusyError as exc:
@@ -326,7 +374,22 @@ class RtmpConnection(asyncio.Protocol):
                 return stream
             await asyncio.sleep(0.05)
 
-    async def _play(self, stream_id: int, key: StreamKey) -> None:
+    async def _play(self, stream_id: int, key: StreamKey, query: dict[str, str]) -> None:
+        access = await self.server.admit(self._request("play", key, query))
+        if self._closing:
+            access.ended()
+            return
+        if not access.ok:
+            log.warning("%s: play %s refused: %s", self.peer, key, access.reason)
+            self.session.refuse_play(stream_id, PLAY_FAILED, access.reason)
+            self._flush()
+            return
+        try:
+            await self._play_admitted(stream_id, key)
+        finally:
+            access.ended()
+
+    async def _play_admitted(self, stream_id: int, key: StreamKey) -> None:
         stream = await self._find_stream(key)
         if self._closing:
             return
