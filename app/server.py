@@ -150,7 +150,15 @@ class Relay:
                 "push_auth": bool(self.settings.push_key or self.settings.push_backup_key),
             }
 
-        @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse, summary="Prometheus")
+        # /metrics names streams but no clients: its own token (ROI_RELAY_METRICS_TOKEN), so
+        # a scraper needs no API token; empty = open like /healthz.
+        @app.get(
+            "/metrics",
+            tags=["ops"],
+            response_class=PlainTextResponse,
+            summary="Prometheus",
+            dependencies=[bearer_auth(self.settings.metrics_token)],
+        )
         async def metrics() -> Response:  # async: on the loop, which owns stream state
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 

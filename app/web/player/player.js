@@ -16,6 +16,9 @@ const parts = location.pathname.split("/").filter(Boolean).map(decodeURIComponen
 const [appName, streamName] = parts.slice(1, 3);
 const base = `/${encodeURIComponent(appName)}/${encodeURIComponent(streamName)}`;
 const vod = appName === "vod";
+// The page's query (txSecret/txTime for signed playback, anything an auth hook checks) goes
+// to every transport URL as it is.
+const query = location.search;
 
 const $ = (id) => document.getElementById(id);
 const video = $("video");
@@ -88,7 +91,7 @@ async function playWhep(mine) {
   const overChannel = params.get("roi") !== "ws";
   session = stillMine(
     mine,
-    await startWhep(`${base}/whep`, {
+    await startWhep(`${base}/whep${query}`, {
       onRoi: onRoi("channel"),
       dataChannel: overChannel,
       onState: (s) => {
@@ -113,7 +116,7 @@ async function playWhep(mine) {
 async function playFlv(mine) {
   session = stillMine(
     mine,
-    await startFlv(`${base}.flv`, video, {
+    await startFlv(`${base}.flv${query}`, video, {
       onRoi: (text, pts) => addRoi(text, "sei", pts),
       onError: (err) => mine === attempt && fail(err),
     }),
@@ -127,7 +130,7 @@ async function playHls() {
     throw new Error("this browser has no native HLS");
   }
   openRoiSocket((text) => addRoi(text, "ws"));
-  video.src = `${base}.m3u8`;
+  video.src = `${base}.m3u8${query}`;
   session = { close() {} };
   // Segments keep the relay's timeline: media time is the frame's pts, give or take the
   // few ms by which Chrome's HLS pipeline shifts it.
@@ -158,7 +161,7 @@ async function playVod() {
 
 function openRoiSocket(onRoi) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  roiSocket = new WebSocket(`${scheme}://${location.host}${base}/roi`);
+  roiSocket = new WebSocket(`${scheme}://${location.host}${base}/roi${query}`);
   roiSocket.onmessage = (event) => onRoi(event.data, performance.now());
 }
 
