@@ -20,6 +20,9 @@ def roi_feed_router(hub: Hub, admit: Admit = admit_all) -> APIRouter:
         """One compact JSON message per encoded frame, from the moment of joining."""
         access = await admit(play_request("roi-ws", app, stream, websocket))
         if not access.ok:
+            # Accepted first: a close before the handshake becomes a bare HTTP 403 without
+            # the code and reason a player can read.
+            await websocket.accept()
             await websocket.close(code=WS_REFUSED, reason=f"play refused: {access.reason}"[:120])
             return
         try:

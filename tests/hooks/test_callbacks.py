@@ -124,9 +124,11 @@ def test_a_dead_receiver_never_delays_the_stream(relay_factory) -> None:
     assert got["video_frames"] == pushed["video_frames"] == 75
     assert push_seconds < 3 + 4  # real time plus process start, no waiting on callbacks
     deadline = time.monotonic() + 5
-    while metric(relay, "roi_relay_callbacks_dropped_total", "publish") + metric(
-        relay, "roi_relay_callbacks_dropped_total", "play"
-    ) < 1:
+    while (
+        metric(relay, "roi_relay_callbacks_dropped_total", "publish")
+        + metric(relay, "roi_relay_callbacks_dropped_total", "play")
+        < 1
+    ):
         assert time.monotonic() < deadline, "no drop counted"
         time.sleep(0.1)
     assert metric(relay, "roi_relay_callbacks_delivered_total", "publish") == 0
