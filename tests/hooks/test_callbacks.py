@@ -132,3 +132,36 @@ def test_a_dead_receiver_never_delays_the_stream(relay_factory) -> None:
         assert time.monotonic() < deadline, "no drop counted"
         time.sleep(0.1)
     assert metric(relay, "roi_relay_callbacks_delivered_total", "publish") == 0
+
+
+def test_roi_applied_and_fell_back_events(relay_factory, receiver) -> None:
+    relay = relay_factory(
+        callback_url_roi=f"{receiver.url}/roi", callback_key="k", template_activation_delay=0
+    )
+    reply = httpx.post(
+        f"{relay.http_url}/api/v1/roi-templates",
+        json={"name": "face1", "model": "LiveShows"},
+        timeout=10,
+    )
+    assert reply.status_code == 201, reply.text
+    pushers = [
+        start_client("push", f"{relay.rtmp_url}/live/{name}?roirecognition={template}",
+                     "--seconds", "3", "--gop", "25")
+        for name, template in (("applied", "roiface1"), ("fellback", "roinope"))
+    ]  # fmt: skip
+    for pusher in pushers:
+        finish_client(pusher)
+    receiver.wait_for(lambda: {b["event_type"] for b in receiver.bodies()} >= {1001, 1002})
+    bodies = receiver.bodies("/roi")
+    assert {b["event_type"] for b in bodies} == {1001, 1002}  # only ROI events on this URL
+    applied = next(b for b in bodies if b["event_type"] == 1001)
+    assert (applied["stream_id"], applied["template"], applied["model"]) == (
+        "applied",
+        "roiface1",
+        "LiveShows",
+    )
+    assert applied["encoder"] == "libx264" and applied["reason"] == "ROI encoding"
+    fell = next(b for b in bodies if b["event_type"] == 1002)
+    assert fell["stream_id"] == "fellback" and fell["template"] == "roinope"
+    assert "does not exist" in fell["reason"] and fell["encoder"] == ""
+    assert all(verify(b, "k") for b in bodies)
