@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -36,15 +37,36 @@ def roi_feed_router(hub: Hub, admit: Admit = admit_all) -> APIRouter:
             await websocket.close(code=4404, reason=f"stream {app}/{stream} is not live")
             return
         await websocket.accept()
+        # A listener that leaves is noticed at once, not at the next region document (which
+        # on a stream without ROI never comes): the feed ends with whichever finishes first.
+        leaving = asyncio.create_task(_until_disconnect(websocket))
         try:
             with RoiFeed(live) as feed:
-                while (document := await feed.next()) is not None:
-                    await websocket.send_text(document)
-            await websocket.close(code=1000, reason="stream ended")
+                sending = asyncio.create_task(_send_all(websocket, feed))
+                await asyncio.wait({sending, leaving}, return_when=asyncio.FIRST_COMPLETED)
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+                    ended = await sending
+                    if ended:
+                        await websocket.close(code=1000, reason="stream ended")
         except WebSocketDisconnect:
             pass
         finally:
+            leaving.cancel()
             with contextlib.suppress(Exception):
                 await websocket.close()
 
     return router
+
+
+async def _send_all(websocket: WebSocket, feed: RoiFeed) -> bool:
+    """Sends every document; True once the stream has ended."""
+    while (document := await feed.next()) is not None:
+        await websocket.send_text(document)
+    return True
+
+
+async def _until_disconnect(websocket: WebSocket) -> None:
+    with contextlib.suppress(WebSocketDisconnect):
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass

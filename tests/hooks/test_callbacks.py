@@ -15,6 +15,7 @@ import pytest
 
 from app.auth import sign_push
 from tests.av_client import finish_client, start_client
+from tests.hooks.clients import PLAY_PROTOCOLS, try_play
 from tests.hooks.receiver import Answer, Receiver, dead_url
 
 pytestmark = pytest.mark.slow
@@ -184,3 +185,35 @@ def test_roi_applied_and_fell_back_events(relay_factory, receiver) -> None:
     assert fell["stream_id"] == "fellback" and fell["template"] == "roinope"
     assert "does not exist" in fell["reason"] and fell["encoder"] == ""
     assert all(verify(b, "k") for b in bodies)
+
+
+def test_play_start_and_stop_events_on_every_transport(relay_factory, receiver) -> None:
+    relay = relay_factory(
+        callback_url_play=f"{receiver.url}/play", callback_key="k", hls_session_timeout=1
+    )
+    pusher = start_client(
+        "push", f"{relay.rtmp_url}/live/watched", "--seconds", "30", "--gop", "25"
+    )
+    try:
+        relay.stream_info("live", "watched")
+        for protocol in PLAY_PROTOCOLS:
+            allowed, answer = try_play(protocol, relay, "live", "watched", f"viewer={protocol}")
+            assert allowed, f"{protocol}: {answer}"
+
+        def pairs() -> dict[str, set[int]]:
+            seen: dict[str, set[int]] = {}
+            for body in receiver.bodies("/play"):
+                seen.setdefault(body["protocol"], set()).add(body["event_type"])
+            return seen
+
+        # HLS has no connection to lose: its stop comes when the session goes idle.
+        receiver.wait_for(lambda: all(pairs().get(p) == {1101, 1100} for p in PLAY_PROTOCOLS))
+    finally:
+        pusher.kill()
+        pusher.wait()
+    for body in receiver.bodies("/play"):
+        assert body["stream_param"] == f"viewer={body['protocol']}"
+        assert body["stream_id"] == "watched" and verify(body, "k")
+    stops = [b for b in receiver.bodies("/play") if b["event_type"] == 1100]
+    assert len(stops) == len(PLAY_PROTOCOLS)
+    assert all(int(b["play_duration"]) >= 0 for b in stops)
