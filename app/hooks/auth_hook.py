@@ -47,7 +47,12 @@ class AuthHook:
         self.timeout = timeout
         self.fail_open = fail_open
         self.counters = counters or HookCounters()
-        self._client = httpx.AsyncClient(follow_redirects=False)
+        # No cap on concurrent asks: a pool limit would make a slow hook's in-flight asks
+        # hold up other connections' asks (each is still bounded by the timeout).
+        self._client = httpx.AsyncClient(
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
+        )
 
     @staticmethod
     def body(request: AccessRequest, signature: PushVerdict) -> dict[str, object]:

@@ -23,6 +23,7 @@ from app.auth import (
     PLAY_FAILED,
     Access,
     AccessRequest,
+    Action,
     Admit,
     Gate,
     PushKeys,
@@ -326,9 +327,9 @@ class RtmpConnection(asyncio.Protocol):
             log.error("%s: publish admission failed", self.peer, exc_info=task.exception())
             self.close("internal error while admitting a publish")
 
-    def _request(self, action: str, key: StreamKey, query: dict[str, str]) -> AccessRequest:
+    def _request(self, action: Action, key: StreamKey, query: dict[str, str]) -> AccessRequest:
         ip = self.peer.rsplit(":", 1)[0]
-        return AccessRequest(action, "rtmp", key.app, key.name, query, ip)  # type: ignore[arg-type]
+        return AccessRequest(action, "rtmp", key.app, key.name, query, ip)
 
     async def _admit_publish(self, stream_id: int, key: StreamKey, query: dict[str, str]) -> None:
         verdict = await self.server.admit(self._request("publish", key, query))
