@@ -14,8 +14,8 @@ from typing import Any
 
 import uvicorn
 
-# (path, body) -> (status, JSON answer, delay in seconds)
-Answer = tuple[int, dict[str, Any], float]
+# (path, body) -> (status, answer: JSON, or raw bytes as they are, delay in seconds)
+Answer = tuple[int, dict[str, Any] | bytes, float]
 Behaviour = Callable[[str, dict[str, Any]], Answer]
 
 
@@ -51,7 +51,7 @@ class Receiver:
         status, answer, delay = self.behaviour(scope["path"], body)
         if delay:
             await asyncio.sleep(delay)
-        payload = json.dumps(answer).encode()
+        payload = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -21,6 +21,16 @@ from tests.relay_harness import RunningRelay
 pytestmark = pytest.mark.slow
 
 HOOK_TIMEOUT = 0.4
+# Answers that are not a clear yes: each refuses.
+ODD_ANSWERS: dict[str, Answer] = {
+    "not-json": (200, b"OK", 0.0),
+    "string-code": (200, {"code": "0"}, 0.0),
+    "no-code": (200, {"allowed": True}, 0.0),
+    "json-list": (200, [0], 0.0),  # type: ignore[dict-item]
+    "empty-204": (204, b"", 0.0),
+    "bad-template": (200, {"code": 0, "template": 42}, 0.0),
+    "redirect": (302, {"code": 0}, 0.0),
+}
 
 
 def decide(_path: str, body: dict[str, Any]) -> Answer:
@@ -33,6 +43,8 @@ def decide(_path: str, body: dict[str, Any]) -> Answer:
         return 200, {"code": 0}, HOOK_TIMEOUT * 3
     if mode == "template":
         return 200, {"code": 0, "template": "roiface1"}, 0.0
+    if mode in ODD_ANSWERS:
+        return ODD_ANSWERS[mode]
     return 200, {"code": 0}, 0.0
 
 
@@ -207,3 +219,16 @@ def test_a_down_hook_with_fail_open_allows(fail_open: HookedRelay) -> None:
         ]
         >= 5
     )
+
+
+@pytest.mark.parametrize("mode", list(ODD_ANSWERS))
+def test_anything_but_a_clear_yes_refuses(hooked: HookedRelay, hook: Receiver, mode: str) -> None:
+    allowed, answer = try_play("http-flv", hooked.relay, "live", "cam", f"mode={mode}")
+    assert not allowed and answer == "403"
+    name = f"odd{mode.replace('-', '')}"
+    signed = sign_push("pk", name, time.time() + 600)
+    query = f"mode={mode}&txSecret={signed['txSecret']}&txTime={signed['txTime']}"
+    before = len(hook.received)
+    codes = rtmp_statuses(hooked.relay.relay.rtmp_port, "publish", f"{name}?{query}")
+    assert codes == ["NetStream.Publish.BadAuth"]
+    assert hook.bodies()[before:][0]["stream"] == name  # the hook was asked, and said no
