@@ -62,7 +62,7 @@ def _refuse(reason: str) -> PushVerdict:
 
 
 def check_push(
-    stream_name: str, query: Mapping[str, str], keys: PushKeys, now: float
+    stream_name: str, query: Mapping[str, str], keys: PushKeys, now: float, *, kind: str = "push"
 ) -> PushVerdict:
     if not keys.enabled:
         return PushVerdict(True, "push authentication is off")
@@ -80,9 +80,9 @@ def check_push(
         if key
     ]
     if not any(matches):
-        return _refuse("txSecret does not match the key")
+        return _refuse(f"txSecret does not match the {kind} key")
     if now > expires_at:
-        return _refuse("txTime has passed: the URL expired")
+        return _refuse(f"txTime has passed: the {kind} URL expired")
     return PushVerdict(True, "signature valid")
 
 
@@ -90,7 +90,7 @@ def check_play(
     stream_name: str, query: Mapping[str, str], keys: PushKeys, now: float
 ) -> PushVerdict:
     """The push rule with the play keys; a refusal carries RTMP's play refusal code."""
-    verdict = check_push(stream_name, query, keys, now)
+    verdict = check_push(stream_name, query, keys, now, kind="play")
     if verdict.ok:
         return verdict if keys.enabled else PushVerdict(True, "play authentication is off")
     return PushVerdict(False, verdict.reason, PLAY_FAILED)

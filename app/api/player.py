@@ -23,7 +23,10 @@ _ASSET_TYPES = {
 
 
 # Refusal reasons (HubCounters.refused) in a viewer's words.
-_REFUSALS = {"auth": "its push signature (txSecret/txTime) was wrong or had expired"}
+_REFUSALS = {
+    "auth": "it was not authorised (a wrong or expired txSecret/txTime, or the operator's "
+    "auth hook said no)"
+}
 MAX_REMEMBERED_ENDS = 1000
 
 

@@ -15,7 +15,7 @@ from aiortc import RTCPeerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
-from tests.rtmp.client import SocketClient
+from tests.support.rtmp_client import SocketClient
 
 PLAY_PROTOCOLS = ["rtmp", "http-flv", "hls", "whep", "roi-ws"]
 RTMP_PLAY_ANSWERS = {"NetStream.Play.Reset", "NetStream.Play.Start"}

@@ -14,7 +14,7 @@ import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette.routing import Mount, Route
 
-from tests.relay_harness import RunningRelay
+from tests.support.relay_harness import RunningRelay
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +39,7 @@ OPEN_READS = {
     "/{app}/{stream}.m3u8": "playback (play auth)",
     "/{app}/{stream}/hls/{token}/{sequence}.ts": "playback (HLS session token)",
     "/play/{app}/{stream}": "the web player page (static)",
+    "/play/{app}/{stream}/status": "the waiting page's state: live or not and why, no clients",
     "/player/{name}": "the web player's files",
 }
 

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from app.auth import sign_push
-from tests.av_client import finish_client, start_client
 from tests.hooks.clients import PLAY_PROTOCOLS, try_play
 from tests.hooks.receiver import Answer, Receiver, dead_url
+from tests.support.av_client import finish_client, start_client
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ from urllib.parse import urlencode
 import pytest
 
 from app.auth import sign_push
-from tests.av_client import start_client
-from tests.browser import CHROMIUM, launch_chromium
-from tests.relay_harness import RunningRelay
+from tests.support.av_client import start_client
+from tests.support.browser import CHROMIUM, chromium
+from tests.support.relay_harness import RunningRelay
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -25,12 +25,8 @@ KEY = "play-key"
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.skip("Debian chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from app.auth import sign_push
-from tests.av_client import finish_client, start_client
 from tests.hooks.clients import PLAY_PROTOCOLS, try_play
 from tests.hooks.receiver import Receiver
-from tests.relay_harness import RunningRelay
+from tests.support.av_client import finish_client, start_client
+from tests.support.relay_harness import RunningRelay
 
 pytestmark = pytest.mark.slow
 
