@@ -74,8 +74,8 @@ def stream_param(query: Mapping[str, str]) -> str:
 
 
 def client_ip(remote: str) -> str:
-    """``1.2.3.4:5678`` or ``[::1]:5678`` -> the address alone."""
-    host = remote.rsplit(":", 1)[0] if remote.count(":") == 1 or "]" in remote else remote
+    """A publisher's ``host:port`` (``1.2.3.4:5678``, ``::1:5678``, ``[::1]:5678``) -> host."""
+    host = remote.rsplit(":", 1)[0] if ":" in remote else remote
     return host.strip("[]")
 
 
@@ -115,7 +115,7 @@ class StreamEvents:
         # Unique across restarts of this node too: the operator joins start and stop by it.
         return f"{self._boot}-{next(self._sequence)}"
 
-    def _common(self, event_type: int, app: str, name: str, remote: str) -> dict[str, Any]:
+    def _common(self, event_type: int, app: str, name: str, ip: str) -> dict[str, Any]:
         return {
             "event_type": event_type,
             "app": self.origin.domain,
@@ -124,7 +124,7 @@ class StreamEvents:
             "channel_id": name,
             "event_time": int(self.clock()),
             "node": self.origin.node,
-            "user_ip": client_ip(remote),
+            "user_ip": ip,
         }
 
     # ------------------------------------------------------------------ publish (hub listeners)
@@ -132,14 +132,14 @@ class StreamEvents:
     def stream_opened(self, stream: Stream) -> None:
         sequence = self.next_sequence()
         self._pushes[id(stream)] = (sequence, time.monotonic())
-        body = self._common(PUSH_STARTED, stream.key.app, stream.key.name, stream.remote)
+        body = self._common(PUSH_STARTED, stream.key.app, stream.key.name, client_ip(stream.remote))
         body.update(self._push_fields(stream, sequence))
         self.emit(body)
 
     def stream_closed(self, stream: Stream) -> None:
         self._roi_states.pop(id(stream), None)
         sequence, started = self._pushes.pop(id(stream), (self.next_sequence(), time.monotonic()))
-        body = self._common(PUSH_STOPPED, stream.key.app, stream.key.name, stream.remote)
+        body = self._common(PUSH_STOPPED, stream.key.app, stream.key.name, client_ip(stream.remote))
         body.update(self._push_fields(stream, sequence))
         # Tencent sends it as a string of milliseconds.
         body["push_duration"] = str(int((time.monotonic() - started) * 1000))
@@ -178,7 +178,7 @@ class StreamEvents:
             ROI_APPLIED if applied else ROI_FELL_BACK,
             stream.key.app,
             stream.key.name,
-            stream.remote,
+            client_ip(stream.remote),
         )
         sequence = self._pushes.get(id(stream), ("", 0.0))[0]
         body.update(
@@ -193,12 +193,12 @@ class StreamEvents:
     # ------------------------------------------------------------------ players (admission)
 
     def play_started(
-        self, app: str, name: str, protocol: str, remote: str, query: Mapping[str, str]
+        self, app: str, name: str, protocol: str, ip: str, query: Mapping[str, str]
     ) -> Callable[[], None]:
         """Emits the play start; returns what emits the matching stop (once)."""
         sequence = self.next_sequence()
         started = time.monotonic()
-        body = self._common(PLAY_STARTED, app, name, remote)
+        body = self._common(PLAY_STARTED, app, name, ip)
         body.update(sequence=sequence, protocol=protocol, stream_param=stream_param(query))
         self.emit(body)
         done = False
@@ -227,7 +227,9 @@ class StreamEvents:
         file_format: str = "mp4",
     ) -> None:
         """For the recording output to call when a file is closed (event 1201)."""
-        body = self._common(RECORDING_FINISHED, stream.key.app, stream.key.name, stream.remote)
+        body = self._common(
+            RECORDING_FINISHED, stream.key.app, stream.key.name, client_ip(stream.remote)
+        )
         body.update(
             sequence=self._pushes.get(id(stream), ("", 0.0))[0],
             file_path=path,
