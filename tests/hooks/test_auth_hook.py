@@ -41,6 +41,8 @@ def decide(_path: str, body: dict[str, Any]) -> Answer:
         return 403, {"code": 0}, 0.0  # 2xx is required as well as code 0
     if mode == "slow":
         return 200, {"code": 0}, HOOK_TIMEOUT * 3
+    if mode == "slow-yes":  # within the timeout
+        return 200, {"code": 0}, HOOK_TIMEOUT / 2
     if mode == "template":
         return 200, {"code": 0, "template": "roiface1"}, 0.0
     if mode in ODD_ANSWERS:
@@ -232,3 +234,18 @@ def test_anything_but_a_clear_yes_refuses(hooked: HookedRelay, hook: Receiver, m
     codes = rtmp_statuses(hooked.relay.relay.rtmp_port, "publish", f"{name}?{query}")
     assert codes == ["NetStream.Publish.BadAuth"]
     assert hook.bodies()[before:][0]["stream"] == name  # the hook was asked, and said no
+
+
+def test_a_publish_is_held_until_the_hook_answers(hooked: HookedRelay) -> None:
+    relay = hooked.relay
+    signed = sign_push("pk", "held", time.time() + 600)
+    query = f"mode=slow-yes&txSecret={signed['txSecret']}&txTime={signed['txTime']}"
+    started = time.monotonic()
+    codes = rtmp_statuses(relay.relay.rtmp_port, "publish", f"held?{query}")
+    assert codes == ["NetStream.Publish.Start"]
+    assert time.monotonic() - started >= HOOK_TIMEOUT / 2
+    # A real push through the same slow yes reaches players.
+    live = sign_push("pk", "heldlive", time.time() + 600)
+    hooked.live("heldlive", f"mode=slow-yes&txSecret={live['txSecret']}&txTime={live['txTime']}")
+    got = run_client("play", f"{relay.http_url}/live/heldlive.flv?mode=allow", "--max-frames", "10")
+    assert got["video_frames"] >= 10
