@@ -89,6 +89,12 @@ def hls_router(
 
     async def _new_viewer(viewers: HlsViewers, app: str, stream: str, request: Request) -> Response:
         live = hub.get(StreamKey(app, stream))
+        if viewers.full:
+            raise HTTPException(
+                status_code=503,
+                detail=f"too many HLS viewer sessions (limit {viewers.max_sessions})",
+                headers={**_NO_CACHE, "Retry-After": "5"},
+            )
         token, access = await viewers.open(app, stream, request)
         if token is None:
             raise refusal(access, _NO_CACHE)

@@ -25,6 +25,9 @@ from app.auth import Access, Admit
 from app.hub import StreamKey
 
 SESSION_PARAM = "session"
+# Beyond this many open viewer sessions a new one is refused (503) instead of admitted: each
+# costs an admission (and a hook call), and a client could open them in a loop.
+MAX_SESSIONS = 10_000
 
 
 @dataclass
@@ -35,8 +38,11 @@ class ViewerSession:
 
 
 class HlsViewers:
-    def __init__(self, admit: Admit, idle_timeout: float = 60.0) -> None:
+    def __init__(
+        self, admit: Admit, idle_timeout: float = 60.0, max_sessions: int = MAX_SESSIONS
+    ) -> None:
         self.admit = admit
+        self.max_sessions = max_sessions
         self.idle_timeout = idle_timeout
         self.sessions: dict[str, ViewerSession] = {}
         self.admissions = 0  # how many times the check (and hook) ran: once per session
@@ -55,6 +61,11 @@ class HlsViewers:
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
         return token, access
+
+    @property
+    def full(self) -> bool:
+        self.sweep()
+        return len(self.sessions) >= self.max_sessions
 
     def valid(self, token: str | None, key: StreamKey) -> bool:
         """True for a live session of this stream (and counts the fetch as activity)."""

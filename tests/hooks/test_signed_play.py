@@ -132,3 +132,17 @@ def test_a_real_hls_player_plays_a_signed_url(relay: RunningRelay) -> None:
     )
     got = finish_client(player, timeout=60)
     assert got["video_frames"] >= 30
+
+
+def test_hls_sessions_are_capped(relay: RunningRelay) -> None:
+    viewers = relay.relay.hls_viewers
+    assert viewers is not None
+    saved = viewers.max_sessions
+    viewers.max_sessions = len(viewers.sessions) + 1
+    try:
+        url = f"{relay.http_url}/live/sig.m3u8?{signed(PRIMARY, 'sig')}"
+        assert httpx.get(url, timeout=10).status_code == 200
+        full = httpx.get(url, timeout=10)
+        assert full.status_code == 503 and full.headers["retry-after"] == "5"
+    finally:
+        viewers.max_sessions = saved
