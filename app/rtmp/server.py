@@ -350,7 +350,8 @@ class RtmpConnection(asyncio.Protocol):
             log.warning("%s: push to %s refused: %s", self.peer, key, verdict.reason)
             self.session.refuse_publish(stream_id, BAD_AUTH, verdict.reason)
             return
-        if verdict.template:  # the auth hook chose the push's ROI template
+        if verdict.template:  # the auth hook chose the push's ROI template: the ROI stage
+            # reads it from the query, as if the URL had said so (app/roi/status.py)
             query = {**query, "roirecognition": verdict.template}
         try:
             stream = server.hub.open_publisher(key, query, self.peer)
