@@ -86,6 +86,8 @@ class Relay:
             max_sessions_per_client=settings.whep_max_sessions_per_client,
         )
         self.recordings = RecordingManager(self.hub, settings)
+        if self.hooks.delivery.wants("record"):
+            self.recordings.on_event = self.hooks.events.recording_event
         self.registry.register(RecordingCollector(self.recordings))
         self.forwards = ForwardManager(self.hub, settings, RtmpPublishSession)
         self.registry.register(ForwardCollector(self.forwards))

@@ -12,7 +12,8 @@ number kind     event
 1002   roi      ROI fell back: relayed unchanged (template, model, encoder, reason)
 1101   play     a player started (any protocol)
 1100   play     a player stopped (with ``play_duration`` in ms)
-1201   record   a recording file is finished (emitted by the recording output)
+1201   record   a recording session is finished (the recording output's event)
+1202   record   a recording stopped on an error (write error, disk full)
 ====== ======== ===============================================================
 
 Every body carries ``t`` (decimal Unix expiry of the notification) and ``sign = md5(key + t)``;
@@ -43,6 +44,7 @@ ROI_FELL_BACK = 1002
 PLAY_STARTED = 1101
 PLAY_STOPPED = 1100
 RECORDING_FINISHED = 1201
+RECORDING_FAILED = 1202
 
 KIND_OF: dict[int, Kind] = {
     PUSH_STARTED: "publish",
@@ -52,6 +54,7 @@ KIND_OF: dict[int, Kind] = {
     PLAY_STARTED: "play",
     PLAY_STOPPED: "play",
     RECORDING_FINISHED: "record",
+    RECORDING_FAILED: "record",
 }
 
 # Tencent's errcode for a push that ended; 0 = none (a start, or a clean stop).
@@ -216,27 +219,22 @@ class StreamEvents:
 
     # ------------------------------------------------------------------ recording output
 
-    def recording_finished(
-        self,
-        stream: Stream,
-        *,
-        path: str,
-        duration_ms: int,
-        size_bytes: int,
-        started_at: float,
-        file_format: str = "mp4",
-    ) -> None:
-        """For the recording output to call when a file is closed (event 1201)."""
-        body = self._common(
-            RECORDING_FINISHED, stream.key.app, stream.key.name, client_ip(stream.remote)
-        )
+    def recording_event(self, name: str, payload: Mapping[str, Any]) -> None:
+        """The recording output's ``on_event``: ``recording.finished`` and
+        ``recording.failed`` become events 1201 and 1202 (others are not sent)."""
+        event_type = {
+            "recording.finished": RECORDING_FINISHED,
+            "recording.failed": RECORDING_FAILED,
+        }.get(name)
+        if event_type is None:
+            return
+        app, _, stream = str(payload.get("stream", "")).partition("/")
+        body = self._common(event_type, app, stream, "")
         body.update(
-            sequence=self._pushes.get(id(stream), ("", 0.0))[0],
-            file_path=path,
-            file_format=file_format,
-            duration=duration_ms,
-            file_size=size_bytes,
-            start_time=int(started_at),
-            end_time=int(self.clock()),
+            session=payload.get("session") or "",
+            reason=payload.get("reason") or payload.get("error") or "",
+            segments=int(payload.get("segments") or 0),
+            file_size=int(payload.get("bytes") or 0),
+            dropped_frames=int(payload.get("dropped_frames") or 0),
         )
         self.emit(body)

@@ -217,3 +217,19 @@ def test_play_start_and_stop_events_on_every_transport(relay_factory, receiver) 
     stops = [b for b in receiver.bodies("/play") if b["event_type"] == 1100]
     assert len(stops) == len(PLAY_PROTOCOLS)
     assert all(int(b["play_duration"]) >= 0 for b in stops)
+
+
+def test_recording_finished_event(relay_factory, receiver) -> None:
+    relay = relay_factory(callback_url_record=f"{receiver.url}/rec", record="live/*")
+    pusher = start_client("push", f"{relay.rtmp_url}/live/taped", "--seconds", "3", "--gop", "25")
+    relay.stream_info("live", "taped")
+    time.sleep(1.5)
+    stop = httpx.delete(f"{relay.http_url}/api/v1/streams/live/taped/record", timeout=10)
+    assert stop.status_code < 300, stop.text
+    finish_client(pusher)
+    receiver.wait_for(lambda: any(b["event_type"] == 1201 for b in receiver.bodies()))
+    body = next(b for b in receiver.bodies("/rec") if b["event_type"] == 1201)
+    assert (body["appname"], body["stream_id"]) == ("live", "taped")
+    assert body["session"] and body["segments"] >= 1 and body["file_size"] > 0
+    assert body["reason"] == "stopped by the operator"
+    assert {b["event_type"] for b in receiver.bodies()} == {1201}  # only record events here
