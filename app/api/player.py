@@ -24,8 +24,8 @@ _ASSET_TYPES = {
 
 # Refusal reasons (HubCounters.refused) in a viewer's words.
 _REFUSALS = {
-    "auth": "it was not authorised (a wrong or expired txSecret/txTime, or the operator's "
-    "auth hook said no)"
+    "auth": "its push signature (txSecret/txTime) was wrong or had expired, or the operator's "
+    "auth hook refused it"
 }
 MAX_REMEMBERED_ENDS = 1000
 
