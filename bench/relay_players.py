@@ -57,6 +57,7 @@ class PlayerStats:
     __slots__ = (
         "arrivals",
         "first_video_at",
+        "started_at",
         "closed",
         "error",
         "first_media_at",
@@ -72,6 +73,7 @@ class PlayerStats:
         self.first_media_at: float | None = None
         # nginx-rtmp holds video back until a keyframe, so "playing" means video arrived.
         self.first_video_at: float | None = None
+        self.started_at = time.monotonic()  # connect-to-first-frame counts from here
         self.closed = False
         self.error: str | None = None
         self.arrivals: dict[tuple[int, int], float] | None = {} if record_arrivals else None
@@ -195,7 +197,8 @@ async def player_process_main(target: Target) -> None:
             request = json.loads(line)
             op = request["op"]
             if op == "grow":
-                missing = request["count"] - len(players)
+                already = len(players)
+                missing = request["count"] - already
                 while missing > 0:
                     batch = min(missing, CONNECT_BATCH)
                     players += await asyncio.gather(
@@ -211,7 +214,19 @@ async def player_process_main(target: Target) -> None:
                 playing = sum(
                     1 for s, _ in players if s.first_video_at is not None and not s.closed
                 )
-                answer({"players": len(players), "playing": playing, "errors": errors[:3]})
+                first_frame_ms = [
+                    (s.first_video_at - s.started_at) * 1000
+                    for s, _ in players[already:]
+                    if s.first_video_at is not None
+                ]
+                answer(
+                    {
+                        "players": len(players),
+                        "playing": playing,
+                        "errors": errors[:3],
+                        "first_frame_ms": first_frame_ms,
+                    }
+                )
             elif op == "snap":
                 answer(
                     {

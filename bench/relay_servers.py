@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import sys
 import time
@@ -165,10 +166,14 @@ class Server:
         return self.proc.pid
 
 
-async def start_roi_relay(workdir: Path) -> Server:
+async def start_roi_relay(
+    workdir: Path, name: str = "roi-relay", env: dict[str, str] | None = None
+) -> Server:
+    """``python -m app.cli serve`` on free ports; ``env`` adds ROI_RELAY_* settings (the
+    bench's --record/--forward/--callbacks/--hook-ms runs)."""
     rtmp_port, http_port = free_port(), free_port()
-    data_dir = workdir / "roi-relay-data"
-    log = workdir / "roi-relay.log"
+    data_dir = workdir / f"{name}-data"
+    log = workdir / f"{name}.log"
     args = ["-m", "app.cli", "serve", "--host", HOST, "--rtmp-port", str(rtmp_port)]
     args += ["--http-port", str(http_port), "--data-dir", str(data_dir), "--log-level", "warning"]
     with log.open("wb") as out:
@@ -176,18 +181,19 @@ async def start_roi_relay(workdir: Path) -> Server:
             sys.executable,
             *args,
             cwd=ROOT,
+            env={**os.environ, **(env or {})},
             stdout=out,
             stderr=out,
             stdin=asyncio.subprocess.DEVNULL,
         )
-    server = Server(Target("roi-relay", rtmp_port, http_port), proc, log)
+    server = Server(Target(name, rtmp_port, http_port), proc, log)
     await wait_listening(http_port, proc, log)
     await wait_listening(rtmp_port, proc, log)
     return server
 
 
-async def start_nginx(workdir: Path) -> Server:
-    prefix = workdir / "nginx"
+async def start_nginx(workdir: Path, name: str = "nginx-rtmp") -> Server:
+    prefix = workdir / name
     (prefix / "logs").mkdir(parents=True)
     port = free_port()
     conf = prefix / "nginx.conf"
@@ -214,7 +220,7 @@ rtmp {{
             "nginx", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "logs" / "error.log"),
             stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
-    server = Server(Target("nginx-rtmp", port, None), proc, log)
+    server = Server(Target(name, port, None), proc, log)
     await wait_listening(port, proc, prefix / "logs" / "error.log")
     return server
 
