@@ -177,6 +177,15 @@ def option_lines(name: str, plain: Series, run: Series, detail: str) -> tuple[st
         ]
     else:
         parts.append("no player count held by both")
+    alone, plain_alone = run.step(1), plain.step(1)
+    if alone is not None and plain_alone is not None and alone.ok and plain_alone.ok:
+        # One player joining an otherwise idle relay: the hook's wait shows here undiluted.
+        delta = alone.first_frame_ms - plain_alone.first_frame_ms
+        parts.append(
+            f"first frame at n=1 {fmt_ms(alone.first_frame_ms)} vs "
+            f"{fmt_ms(plain_alone.first_frame_ms)} ms ({delta:+.0f} ms)"
+        )
+        head.append(f"{name}_first_frame_n1_ms={fmt_ms(alone.first_frame_ms)}")
     held = f"{run.max_held}{'+' if run.never_fell_behind else ''}"
     plain_held = f"{plain.max_held}{'+' if plain.never_fell_behind else ''}"
     held_ratio = run.max_held / plain.max_held if plain.max_held else float("nan")

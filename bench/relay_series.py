@@ -174,7 +174,7 @@ async def run_series(
     if busy_s > 1:
         print(f"{label:<20} (server stayed busy {busy_s:.0f} s after the last players left)")
     a = await snapshot(fleet, server, publisher)
-    await asyncio.sleep(step_s / 2)
+    await asyncio.sleep(step_s)  # the options' source-CPU figures are this window's
     b = await snapshot(fleet, server, publisher)
     series.baseline_cpu = (b.server_cpu_s - a.server_cpu_s) / (b.t - a.t)
     ffmpeg_cpu = (b.publisher_cpu_s - a.publisher_cpu_s) / (b.t - a.t)
