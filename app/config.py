@@ -93,6 +93,21 @@ class Settings(BaseSettings):
     hls_session_timeout: float = Field(60.0, gt=0)
     metrics_token: str = ""
 
+    # Clustering (app/cluster): nodes sharing the database share one stream directory.
+    cluster: bool = False
+    node_id: str = ""  # unique per process; hostname-pid when empty
+    node_url: str = ""  # this node's HTTP address for other nodes; from host/port when empty
+    node_rtmp_url: str = ""  # this node's RTMP address for pulls; from host/port when empty
+    # Also listen on this host at free ports and advertise those (the --workers children).
+    internal_host: str = ""
+    reuse_port: bool = False  # SO_REUSEPORT on the public ports (the --workers children)
+    heartbeat_seconds: float = Field(1.0, gt=0)
+    node_expiry_seconds: float = Field(5.0, gt=0)
+    edge_mode: Literal["pull", "redirect"] = "pull"
+    edge_grace_seconds: float = Field(10.0, ge=0)
+    # Processes behind the same public ports: a number or "auto" (the machine's cores).
+    workers: str = "1"
+
     @field_validator(
         "rtmps_port", "tls_cert", "tls_key", "record_dir", "forward_tls_ca", mode="before"
     )

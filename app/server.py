@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from typing import Any
 
 import uvicorn
@@ -26,6 +25,8 @@ from app.api.security import bearer_auth
 from app.api.streams import streams_router
 from app.api.templates import document_models, models_router, mount_console, templates_router
 from app.api.whep import whep_router
+from app.cluster.http import AsgiApp
+from app.cluster.wiring import Cluster, listening_socket
 from app.config import Settings
 from app.hooks.wiring import Hooks
 from app.hub import Hub, Stream
@@ -61,6 +62,7 @@ class Relay:
             activation_delay=settings.template_activation_delay,
         )
         self.models = ModelCatalog(settings.models_dir)
+        self.cluster = Cluster(self.hub, settings) if settings.cluster else None
         self.roi = RoiController(
             self.hub,
             self.templates.in_force,
@@ -72,6 +74,7 @@ class Relay:
             picture_limit=PictureLimit(
                 settings.roi_max_picture_pixels, settings.roi_max_picture_side
             ),
+            exempt=self.cluster.is_pulled if self.cluster else None,
         )
         self.registry = relay_registry(self.hub, self.roi)
         self.registry.register(self.hooks.collector)
@@ -100,11 +103,13 @@ class Relay:
         self.http_app = self._build_http_app()
         # HTTP-FLV is answered in front of FastAPI (app/outputs/flv.py says why); body limits
         # in front of everything.
-        self.asgi_app = BodyLimit(
+        self.asgi_app: AsgiApp = BodyLimit(
             HttpFlvPlayback(self.hub, self.http_app, admit=self.hooks.admission),
             body_limits(settings.http_max_body_bytes, settings.whep_max_offer_bytes),
         )
         self.rtmp = RtmpServer(self.hub, settings, admit=self.hooks.admission)
+        if self.cluster is not None:
+            self.asgi_app = self.cluster.wire(self.asgi_app, self.rtmp, self.registry)
         self._uvicorn: uvicorn.Server | None = None
         self._uvicorn_task: asyncio.Task[None] | None = None
         self.rtmp_port = settings.rtmp_port
@@ -192,7 +197,8 @@ class Relay:
     async def start(self) -> None:
         self._warn_open_settings()
         await self.templates.start_watching()
-        await self.rtmp.start(self.settings.host, self.settings.rtmp_port)
+        reuse_port = self.settings.reuse_port
+        await self.rtmp.start(self.settings.host, self.settings.rtmp_port, reuse_port=reuse_port)
         self.rtmp_port = self.rtmp.port
         if self.settings.rtmps_port is not None:
             assert self.settings.tls_cert is not None and self.settings.tls_key is not None
@@ -201,10 +207,11 @@ class Relay:
                 self.settings.host, self.settings.rtmps_port, tls=context
             )
 
-        sock = socket.socket(socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.settings.host, self.settings.http_port))
+        sock = listening_socket(self.settings.host, self.settings.http_port, reuse_port)
         self.http_port = sock.getsockname()[1]
+        sockets = [sock]
+        if self.cluster is not None:
+            sockets += await self.cluster.start(self.rtmp_port, self.http_port)
         config = uvicorn.Config(
             self.asgi_app,
             log_level=self.settings.log_level,
@@ -216,7 +223,7 @@ class Relay:
             timeout_graceful_shutdown=2,
         )
         self._uvicorn = uvicorn.Server(config)
-        self._uvicorn_task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
+        self._uvicorn_task = asyncio.create_task(self._uvicorn.serve(sockets=sockets))
         while not self._uvicorn.started:
             if self._uvicorn_task.done():
                 self._uvicorn_task.result()
@@ -241,6 +248,8 @@ class Relay:
 
     async def stop(self) -> None:
         await self.rtmp.close()
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.roi.close()
         for stream in self.hub.streams():
             stream.close()

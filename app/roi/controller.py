@@ -62,11 +62,14 @@ class RoiController:
         decoder_mode: str = "auto",
         nvenc_library_dir: Path | None = None,
         picture_limit: PictureLimit = PictureLimit(),
+        exempt: Callable[[Stream], bool] | None = None,
     ) -> None:
         self.hub = hub
         self._decoder_mode = decoder_mode
         self._nvenc_library_dir = nvenc_library_dir
         self._picture_limit = picture_limit
+        # Streams that are never transcoded here (edge pulls: the origin did the ROI work).
+        self._exempt = exempt
         self._in_force = template_in_force
         self._pending = template_pending
         self._encoder_name = encoder_name
@@ -90,6 +93,8 @@ class RoiController:
         task.add_done_callback(self._tasks.discard)
 
     def _on_opened(self, stream: Stream) -> None:
+        if self._exempt is not None and self._exempt(stream):
+            return
         self._streams[stream] = _StreamRoi(initial_status(stream.query))
         self._spawn(self.evaluate(stream))
 

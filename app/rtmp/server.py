@@ -13,7 +13,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -90,22 +90,31 @@ class RtmpServer:
         self._servers: list[asyncio.Server] = []
         self._tls_upgrades: set[asyncio.Task[None]] = set()
         self._connections: set[RtmpConnection] = set()
+        # Cluster hooks (app/cluster): why a publish must be refused beyond auth, and a stream
+        # held by another node, pulled here for a player.
+        self.publish_admission: Callable[[StreamKey], str | None] | None = None
+        self.remote_stream: Callable[[StreamKey], Awaitable[Stream | None]] | None = None
 
     @property
     def connections(self) -> frozenset[RtmpConnection]:
         return frozenset(self._connections)
 
-    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+    async def start(
+        self, host: str, port: int, tls: ssl.SSLContext | None = None, *, reuse_port: bool = False
+    ) -> int:
         """Listens for RTMP (or RTMPS with ``tls``): the same sessions behind either."""
         loop = asyncio.get_running_loop()
         if tls is None:
-            server = await loop.create_server(lambda: RtmpConnection(self), host, port)
+            server = await loop.create_server(
+                lambda: RtmpConnection(self), host, port, reuse_port=reuse_port or None
+            )
         else:
             context = tls
             server = await loop.create_server(
                 lambda: TlsAcceptor(context, lambda: RtmpConnection(self), self._tls_upgrades),
                 host,
                 port,
+                reuse_port=reuse_port or None,
             )
         self._servers.append(server)
         bound = int(server.sockets[0].getsockname()[1])
@@ -350,6 +359,12 @@ class RtmpConnection(asyncio.Protocol):
             log.warning("%s: push to %s refused: %s", self.peer, key, verdict.reason)
             self.session.refuse_publish(stream_id, BAD_AUTH, verdict.reason)
             return
+        refusal = server.publish_admission(key) if server.publish_admission else None
+        if refusal is not None:
+            server.counters.refuse("busy")
+            log.warning("%s: push to %s refused: %s", self.peer, key, refusal)
+            self.session.refuse_publish(stream_id, "NetStream.Publish.BadName", refusal)
+            return
         if verdict.template:  # the auth hook chose the push's ROI template: the ROI stage
             # reads it from the query, as if the URL had said so (app/roi/status.py)
             query = {**query, "roirecognition": verdict.template}
@@ -370,6 +385,8 @@ class RtmpConnection(asyncio.Protocol):
     async def _find_stream(self, key: StreamKey) -> Stream | None:
         """The live stream, waiting a little for a publisher that is about to start."""
         deadline = time.monotonic() + self.server.play_wait_seconds
+        if self.server.hub.get(key) is None and self.server.remote_stream is not None:
+            await self.server.remote_stream(key)
         while True:
             stream = self.server.hub.get(key)
             if stream is not None or time.monotonic() >= deadline:

@@ -1,0 +1,1 @@
+"""Several relay processes (one machine or many) sharing one stream directory."""

@@ -1,0 +1,178 @@
+"""The HTTP side of the cluster, in front of the relay's ASGI app.
+
+* A player asking for a stream this node does not have, held by another node: in ``pull``
+  mode the edge pull starts (or is joined) and the request goes on to the local output; in
+  ``redirect`` mode an HTTP player gets a redirect to the origin (the ROI WebSocket always
+  pulls: browsers do not follow redirects on WebSockets).
+* The stream API's per-stream calls (read, kick, ROI override) for a stream held by another
+  node (another worker, another machine) are forwarded to that node, so they act where the
+  stream lives. A forwarded request carries a header that stops a second hop.
+* ``/api/v1/cluster/streams`` and ``/nodes``: the directory, cluster-wide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import httpx
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.cluster.directory import NodeAddress
+from app.cluster.edge import EdgePuller
+from app.cluster.node import ClusterNode
+from app.hub import Hub, StreamKey
+
+log = logging.getLogger("app.cluster")
+
+Message = MutableMapping[str, Any]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Requests that start playback of one stream (segments and WHEP sessions follow from them).
+_PLAY = re.compile(r"^/([^/]+)/([^/]+?)(\.flv|\.m3u8|/whep|/roi)$")
+_STREAM_API = re.compile(r"^/api/v1/streams/([^/]+)/([^/]+?)(/roi)?$")
+FORWARDED = b"x-roi-relay-forwarded"
+_HOP_HEADERS = {b"host", b"content-length", b"connection", b"transfer-encoding"}
+
+
+async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ClusterGateway:
+    def __init__(self, hub: Hub, node: ClusterNode, puller: EdgePuller, app: AsgiApp) -> None:
+        self.hub = hub
+        self.node = node
+        self.puller = puller
+        self.app = app
+        self.redirect = node.settings.edge_mode == "redirect"
+        self._client = httpx.AsyncClient(timeout=10.0)
+        self.forwarded = 0
+        self.redirected = 0
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and path in ("/api/v1/cluster/streams", "/api/v1/cluster/nodes"):
+            await self._directory(path, send)
+            return
+        api = _STREAM_API.match(path) if scope["type"] == "http" else None
+        if api is not None:
+            key = StreamKey(api[1], api[2])
+            forwarded = any(name == FORWARDED for name, _ in scope.get("headers", []))
+            if self.hub.get(key) is None and not forwarded:
+                holder = await self.node.holder(key)
+                if holder is not None:
+                    await self._forward(holder.node.http_url, scope, receive, send)
+                    return
+            await self.app(scope, receive, send)
+            return
+        play = _PLAY.match(path)
+        method = scope.get("method", "GET")
+        starts_playback = play is not None and (
+            scope["type"] == "websocket"
+            or method in (("POST",) if play[3] == "/whep" else ("GET", "HEAD"))
+        )
+        if (
+            play is not None
+            and starts_playback
+            and self.hub.get(StreamKey(play[1], play[2])) is None
+        ):
+            key = StreamKey(play[1], play[2])
+            if self.redirect and scope["type"] == "http":
+                holder = await self.node.holder(key)
+                if holder is not None:
+                    await self._redirect(holder.node.http_url, scope, send)
+                    return
+            else:
+                await self.puller.stream(key)
+        await self.app(scope, receive, send)
+
+    async def _redirect(self, base: str, scope: Scope, send: Send) -> None:
+        query = scope.get("query_string", b"").decode("latin-1")
+        location = base + scope["path"] + (f"?{query}" if query else "")
+        # 307 keeps WHEP's POST a POST; a GET player is fine with either.
+        status = 302 if scope.get("method") in ("GET", "HEAD") else 307
+        self.redirected += 1
+        await _answer(send, status, b"", [(b"location", location.encode())])
+
+    async def _forward(self, base: str, scope: Scope, receive: Receive, send: Send) -> None:
+        body = bytearray()
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in _HOP_HEADERS]
+        headers.append((FORWARDED, b"1"))
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = base + scope["path"] + (f"?{query}" if query else "")
+        self.forwarded += 1
+        try:
+            answer = await self._client.request(
+                scope["method"], url, content=bytes(body), headers=headers
+            )
+        except httpx.HTTPError as exc:
+            log.warning(
+                "forwarding %s %s to %s failed: %s", scope["method"], scope["path"], base, exc
+            )
+            detail = json.dumps({"detail": f"the node holding the stream did not answer: {exc}"})
+            await _answer(send, 502, detail.encode(), [(b"content-type", b"application/json")])
+            return
+        kept = [
+            (k.encode(), v.encode())
+            for k, v in answer.headers.items()
+            if k.encode().lower() not in _HOP_HEADERS and k.lower() != "content-encoding"
+        ]
+        await _answer(send, answer.status_code, answer.content, kept)
+
+    async def _directory(self, path: str, send: Send) -> None:
+        if path.endswith("/nodes"):
+            nodes = [
+                {"node_id": n.node_id, "http_url": n.http_url, "rtmp_url": n.rtmp_url}
+                for n in await self._nodes()
+            ]
+            document: Any = {"nodes": nodes, "directory_available": self.node.available}
+        else:
+            document = {
+                "streams": [
+                    {
+                        "app": e.key.app,
+                        "stream": e.key.name,
+                        "node_id": e.node.node_id,
+                        "http_url": e.node.http_url,
+                        "rtmp_url": e.node.rtmp_url,
+                        "started_at": e.started_at.isoformat(),
+                        "here": e.node.node_id == self.node.me.node_id,
+                        "pulled_here": self.hub.get(e.key) is not None
+                        and e.node.node_id != self.node.me.node_id,
+                    }
+                    for e in await self.node.entries()
+                ],
+                "directory_available": self.node.available,
+            }
+        await _answer(
+            send, 200, json.dumps(document).encode(), [(b"content-type", b"application/json")]
+        )
+
+    async def _nodes(self) -> list[NodeAddress]:
+        try:
+            return await asyncio.to_thread(self.node.directory.nodes)
+        except SQLAlchemyError:
+            return []
+
+
+__all__ = ["ClusterGateway"]
