@@ -10,6 +10,7 @@ import ctypes.util
 import logging
 import os
 import signal
+import sys
 from typing import Any
 
 from app.config import Settings
@@ -49,6 +50,18 @@ def bound_malloc_arenas(arenas: int) -> bool:
     return bool(mallopt(_M_ARENA_MAX, arenas))
 
 
+def worker_count(value: str) -> int:
+    if value.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    try:
+        count = int(value)
+    except ValueError:
+        raise SystemExit(f"--workers must be a number or auto, not {value!r}") from None
+    if count < 1:
+        raise SystemExit("--workers must be at least 1")
+    return count
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     overrides: dict[str, Any] = {
@@ -60,6 +73,11 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    workers = worker_count(settings.workers)
+    if workers > 1:
+        from app.cluster.workers import run_workers
+
+        raise SystemExit(run_workers(settings, workers, sys.argv[1:] if argv is None else argv))
     from app.server import Relay
 
     async def run() -> None:

@@ -105,7 +105,7 @@ class RtmpPlaySession:
                 self._start_connect()
             for message in self._reader.receive_data(data):
                 self._handle(message, events)
-                if self._phase is _Phase.ENDED:
+                if self.ended:
                     break
             ack = self._reader.take_ack()
             if ack is not None:
