@@ -1,0 +1,213 @@
+"""Several relay processes on one database (the SQLite file, or PostgreSQL when
+ROI_RELAY_TEST_POSTGRES_URL is set): a stream pushed to one node plays from every node, one
+pull per edge, one publisher cluster-wide, and node or database failures end or spare
+playback as they should."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+import websockets.sync.client
+
+from tests.cluster.nodes import Frames, Node, play_flv, play_rtmp, push, wait_live
+
+pytestmark = pytest.mark.slow
+
+
+def _common(origin: Frames, edge: Frames) -> list[tuple[int, str, str | None]]:
+    """The edge's frames inside the span of the origin's; each must be one of the origin's."""
+    span = (origin.frames[0][0], origin.frames[-1][0])
+    return [f for f in edge.frames if span[0] <= f[0] <= span[1]]
+
+
+def test_edges_play_the_origin_frames_and_regions(cluster: dict[str, Node]) -> None:
+    a, b, c = cluster["A"], cluster["B"], cluster["C"]
+    pusher = push(f"{a.rtmp}/live/cam", 14)
+    try:
+        wait_live(a, "live", "cam")
+        # Set through B: the per-stream API call is forwarded to A, which transcodes.
+        reply = httpx.put(
+            f"{b.http}/api/v1/streams/live/cam/roi", json={"roi": "16,32-112,160=-8"}, timeout=10
+        )
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["regions"] == 1
+        time.sleep(2.5)  # the transcoder's output with the regions reaches the GOP cache
+
+        async def watch() -> list[Frames]:
+            return list(
+                await asyncio.gather(
+                    play_flv(f"{a.http}/live/cam.flv", 5, Frames()),
+                    play_flv(f"{b.http}/live/cam.flv", 5, Frames()),
+                    play_rtmp(f"{c.rtmp}/live/cam", 5, Frames()),
+                    play_flv(f"{c.http}/live/cam.flv", 5, Frames()),
+                )
+            )
+
+        on_a, on_b, rtmp_c, flv_c = asyncio.run(watch())
+        with websockets.sync.client.connect(
+            f"ws://127.0.0.1:{b.http_port}/live/cam/roi", open_timeout=10
+        ) as ws:
+            feed = ws.recv(timeout=10)
+        # One directory entry, held by A, seen alike from every node.
+        for node in (a, b, c):
+            entries = [e for e in node.directory() if e["stream"] == "cam"]
+            assert [e["node_id"] for e in entries] == ["A"]
+        # B's local copy is an edge pull, never transcoded there.
+        copy = httpx.get(f"{b.http}/api/v1/streams", timeout=5).json()
+        copy = [s for s in copy if s["stream"] == "cam"]
+    finally:
+        pusher.kill()
+        pusher.wait()
+    assert len(on_a.frames) >= 50, on_a
+    a_frames = set(on_a.frames)
+    for edge in (on_b, rtmp_c, flv_c):
+        assert edge.error is None and edge.keyframe_first, edge.error
+        inside = _common(on_a, edge)
+        assert len(inside) >= 40
+        # Byte for byte the origin's frames, ROI SEI included, at the same timestamps.
+        assert set(inside) <= a_frames
+        assert all(roi is not None and '"16,32-112,160=-8"' in roi for _, _, roi in inside)
+    # The edges' feed comes from the SEI read back at the edge: the same regions.
+    assert '"roi":"16,32-112,160=-8"' in feed.replace(" ", "")
+    assert copy and copy[0]["remote"] == "edge pull from A"
+    assert copy[0]["roi"]["applied"] is False
+
+
+def test_one_pull_per_edge_for_fifty_players(cluster: dict[str, Node]) -> None:
+    a, b = cluster["A"], cluster["B"]
+    pulls_before = b.metric("roi_relay_cluster_edge_pulls_started_total")
+    pusher = push(f"{a.rtmp}/live/many", 12)
+    try:
+        wait_live(a, "live", "many")
+
+        async def fifty() -> tuple[list[Frames], int]:
+            players = [
+                asyncio.create_task(play_flv(f"{b.http}/live/many.flv", 5, Frames()))
+                for _ in range(50)
+            ]
+            await asyncio.sleep(3)
+            async with httpx.AsyncClient() as client:
+                on_a = (await client.get(f"{a.http}/api/v1/streams/live/many", timeout=5)).json()
+            return list(await asyncio.gather(*players)), on_a["players"]
+
+        got, players_at_origin = asyncio.run(fifty())
+    finally:
+        pusher.kill()
+        pusher.wait()
+    assert b.metric("roi_relay_cluster_edge_pulls_started_total") == pulls_before + 1
+    assert players_at_origin == 1  # the origin sees B's one pull, not its 50 players
+    for frames in got:
+        assert frames.error is None and frames.keyframe_first
+        assert len(frames.frames) >= 40
+
+
+def test_second_publisher_on_another_node_is_refused(cluster: dict[str, Node]) -> None:
+    a, b = cluster["A"], cluster["B"]
+    first = push(f"{a.rtmp}/live/dup", 10)
+    try:
+        before = wait_live(a, "live", "dup")
+        deadline = time.monotonic() + 5  # B's next heartbeat reads A's entry
+        while not any(e["stream"] == "dup" for e in b.directory()):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1.0)
+        second = push(f"{b.rtmp}/live/dup", 3)
+        _, err = second.communicate(timeout=30)
+        assert second.returncode != 0
+        assert b"already has a publisher on node A" in err
+        after = httpx.get(f"{a.http}/api/v1/streams/live/dup", timeout=5).json()
+        assert after["remote"] == before["remote"]
+        assert [e["node_id"] for e in b.directory() if e["stream"] == "dup"] == ["A"]
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_origin_killed_edges_end_and_the_stream_comes_back_elsewhere(
+    cluster: dict[str, Node], database_url: str, tmp_path
+) -> None:
+    b, c = cluster["B"], cluster["C"]
+    origin = Node("D", tmp_path, database_url)
+    try:
+        origin.wait_ready()
+        pusher = push(f"{origin.rtmp}/live/gone", 30)
+        wait_live(origin, "live", "gone")
+
+        async def kill_during_playback() -> tuple[list[Frames], float]:
+            players = [
+                asyncio.create_task(play_flv(f"{b.http}/live/gone.flv", 20, Frames())),
+                asyncio.create_task(play_rtmp(f"{c.rtmp}/live/gone", 20, Frames())),
+            ]
+            await asyncio.sleep(3)
+            origin.kill()
+            killed_at = time.monotonic()
+            return list(await asyncio.gather(*players)), killed_at
+
+        (flv_b, rtmp_c), killed_at = asyncio.run(kill_during_playback())
+        pusher.kill()
+        pusher.wait()
+        for frames in (flv_b, rtmp_c):
+            assert len(frames.frames) >= 25  # it played before the kill
+            assert frames.ended_cleanly, frames.error
+            assert frames.ended_at is not None and frames.ended_at - killed_at < 10
+        deadline = time.monotonic() + 10
+        while any(e["stream"] == "gone" for e in c.directory()):
+            assert time.monotonic() < deadline, "the dead node's entry did not expire"
+            time.sleep(0.3)
+        # The broadcaster reconnects to B: playable from C again.
+        again = push(f"{b.rtmp}/live/gone", 10)
+        try:
+            wait_live(b, "live", "gone")
+            replay = asyncio.run(play_flv(f"{c.http}/live/gone.flv", 3, Frames()))
+        finally:
+            again.kill()
+            again.wait()
+        assert replay.error is None and len(replay.frames) >= 25
+        assert [e["node_id"] for e in c.directory() if e["stream"] == "gone"] in (["B"], [])
+    finally:
+        origin.stop()
+
+
+def test_workers_share_the_public_ports(database_url: str, backend: str, tmp_path) -> None:
+    if backend != "sqlite":
+        pytest.skip("--workers uses the SQLite file of one machine")
+    node = Node("W", tmp_path, f"sqlite:///{tmp_path / 'workers.db'}", workers=2)
+    try:
+        node.wait_ready(nodes=2)
+        workers = httpx.get(f"{node.http}/api/v1/cluster/nodes", timeout=5).json()["nodes"]
+        assert sorted(w["node_id"] for w in workers) == ["W-w0", "W-w1"]
+        pusher = push(f"{node.rtmp}/live/cores", 12)
+        try:
+            deadline = time.monotonic() + 20
+            while not node.directory():
+                assert time.monotonic() < deadline
+                time.sleep(0.3)
+            holder = node.directory()[0]["node_id"]
+            time.sleep(1)
+
+            async def players() -> list[Frames]:
+                return list(
+                    await asyncio.gather(
+                        *(play_flv(f"{node.http}/live/cores.flv", 4, Frames()) for _ in range(12))
+                    )
+                )
+
+            got = asyncio.run(players())
+            second = push(f"{node.rtmp}/live/cores", 3)
+            _, err = second.communicate(timeout=30)
+        finally:
+            pusher.kill()
+            pusher.wait()
+        for frames in got:
+            assert frames.error is None and frames.keyframe_first and len(frames.frames) >= 40
+        # A second publisher is refused whichever worker it reaches.
+        assert second.returncode != 0
+        # Players reached both workers: the other one pulled the stream from the holder.
+        other = next(w for w in workers if w["node_id"] != holder)
+        pulls = node.metric("roi_relay_cluster_edge_pulls_started_total", base=other["http_url"])
+        assert pulls == 1
+    finally:
+        node.stop()
