@@ -211,3 +211,49 @@ def test_workers_share_the_public_ports(database_url: str, backend: str, tmp_pat
         assert pulls == 1
     finally:
         node.stop()
+
+
+def test_database_outage_spares_local_playback(cluster: dict[str, Node], backend: str) -> None:
+    if backend != "postgres":
+        pytest.skip("stopping the database mid-stream needs the PostgreSQL server")
+    from tests.cluster.conftest import pg_start, pg_stop
+
+    a, b = cluster["A"], cluster["B"]
+    pusher = push(f"{a.rtmp}/live/local", 40)
+    try:
+        wait_live(a, "live", "local")
+
+        async def outage() -> tuple[Frames, Frames, bytes, bytes]:
+            local = asyncio.create_task(play_flv(f"{a.http}/live/local.flv", 16, Frames()))
+            edge = asyncio.create_task(play_flv(f"{b.http}/live/local.flv", 16, Frames()))
+            await asyncio.sleep(2)
+            await asyncio.to_thread(pg_stop)
+            deadline = time.monotonic() + 10
+            while a.metric("roi_relay_cluster_directory_up") != 0:
+                assert time.monotonic() < deadline, "the outage was not noticed"
+                await asyncio.sleep(0.3)
+            refused = push(f"{a.rtmp}/live/during", 3)
+            _, during = await asyncio.to_thread(refused.communicate, None, 30)
+            await asyncio.sleep(2)
+            await asyncio.to_thread(pg_start)
+            deadline = time.monotonic() + 20
+            while a.metric("roi_relay_cluster_directory_up") != 1:
+                assert time.monotonic() < deadline, "the node did not recover"
+                await asyncio.sleep(0.3)
+            after = push(f"{a.rtmp}/live/after", 6)
+            await asyncio.to_thread(wait_live, a, "live", "after")
+            after.kill()
+            _, after_err = await asyncio.to_thread(after.communicate, None, 30)
+            return await local, await edge, during, after_err
+
+        local, edge, during, _ = asyncio.run(outage())
+    finally:
+        pusher.kill()
+        pusher.wait()
+    assert b"directory is unreachable" in during
+    assert a.metric("roi_relay_cluster_directory_outages_total") >= 1
+    for frames in (local, edge):
+        assert frames.error is None and not frames.ended_cleanly  # still playing at the end
+        stamps = [f[0] for f in frames.frames]
+        assert len(stamps) >= 16 * 25 * 0.8
+        assert max(b - a for a, b in zip(stamps, stamps[1:], strict=False)) < 1000
