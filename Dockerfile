@@ -4,7 +4,7 @@ WORKDIR /srv/roi-relay
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY models ./models
-RUN python3 -m venv /srv/venv && /srv/venv/bin/pip install --no-cache-dir .
+RUN python3 -m venv /srv/venv && /srv/venv/bin/pip install --no-cache-dir ".[postgres]"
 # MALLOC_ARENA_MAX: decoder threads fragment memory across arenas otherwise (README).
 ENV PATH=/srv/venv/bin:$PATH \
     ROI_RELAY_DATA_DIR=/data \
