@@ -25,6 +25,7 @@ from app.api.security import bearer_auth
 from app.api.streams import streams_router
 from app.api.templates import document_models, models_router, mount_console, templates_router
 from app.api.whep import whep_router
+from app.cluster.api import cluster_router
 from app.cluster.http import AsgiApp
 from app.cluster.wiring import Cluster, listening_socket
 from app.config import Settings
@@ -144,6 +145,8 @@ class Relay:
         app.include_router(streams_router(self.hub, self.roi, guard, self._output_sections))
         app.include_router(recordings_router(self.recordings, guard))
         app.include_router(forwards_router(self.forwards, guard))
+        if self.cluster is not None:
+            app.include_router(cluster_router(self.cluster, guard))
         mount_console(app)
 
         @app.get("/healthz", tags=["ops"], summary="Liveness")

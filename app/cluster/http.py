@@ -7,12 +7,10 @@
 * The stream API's per-stream calls (read, kick, ROI override) for a stream held by another
   node (another worker, another machine) are forwarded to that node, so they act where the
   stream lives. A forwarded request carries a header that stops a second hop.
-* ``/api/v1/cluster/streams`` and ``/nodes``: the directory, cluster-wide.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -20,9 +18,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import httpx
-from sqlalchemy.exc import SQLAlchemyError
 
-from app.cluster.directory import NodeAddress
 from app.cluster.edge import EdgePuller
 from app.cluster.node import ClusterNode
 from app.hub import Hub, StreamKey
@@ -66,9 +62,6 @@ class ClusterGateway:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
-        if scope["type"] == "http" and path in ("/api/v1/cluster/streams", "/api/v1/cluster/nodes"):
-            await self._directory(path, send)
-            return
         api = _STREAM_API.match(path) if scope["type"] == "http" else None
         if api is not None:
             key = StreamKey(api[1], api[2])
@@ -138,41 +131,6 @@ class ClusterGateway:
             if k.encode().lower() not in _HOP_HEADERS and k.lower() != "content-encoding"
         ]
         await _answer(send, answer.status_code, answer.content, kept)
-
-    async def _directory(self, path: str, send: Send) -> None:
-        if path.endswith("/nodes"):
-            nodes = [
-                {"node_id": n.node_id, "http_url": n.http_url, "rtmp_url": n.rtmp_url}
-                for n in await self._nodes()
-            ]
-            document: Any = {"nodes": nodes, "directory_available": self.node.available}
-        else:
-            document = {
-                "streams": [
-                    {
-                        "app": e.key.app,
-                        "stream": e.key.name,
-                        "node_id": e.node.node_id,
-                        "http_url": e.node.http_url,
-                        "rtmp_url": e.node.rtmp_url,
-                        "started_at": e.started_at.isoformat(),
-                        "here": e.node.node_id == self.node.me.node_id,
-                        "pulled_here": self.hub.get(e.key) is not None
-                        and e.node.node_id != self.node.me.node_id,
-                    }
-                    for e in await self.node.entries()
-                ],
-                "directory_available": self.node.available,
-            }
-        await _answer(
-            send, 200, json.dumps(document).encode(), [(b"content-type", b"application/json")]
-        )
-
-    async def _nodes(self) -> list[NodeAddress]:
-        try:
-            return await asyncio.to_thread(self.node.directory.nodes)
-        except SQLAlchemyError:
-            return []
 
 
 __all__ = ["ClusterGateway"]
