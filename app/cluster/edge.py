@@ -74,6 +74,8 @@ class _Pull:
         self.origin = origin
         self.started: asyncio.Future[Stream | None] = asyncio.get_running_loop().create_future()
         self.stream: Stream | None = None
+        # HLS viewers hold no subscription: their requests count as presence (``touch``).
+        self.wanted_at = time.monotonic()
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -131,7 +133,7 @@ class _Pull:
                     continue
                 if self.stream.closed:
                     return  # kicked or closed here
-                if self.stream.output.players:
+                if self.stream.output.players or time.monotonic() - self.wanted_at < grace:
                     idle_since = None
                 elif idle_since is None:
                     idle_since = time.monotonic()
@@ -198,6 +200,12 @@ class EdgePuller:
             return await asyncio.wait_for(asyncio.shield(pull.started), self.start_timeout)
         except TimeoutError:
             return None
+
+    def touch(self, key: StreamKey) -> None:
+        """A player without a subscription (HLS) asked for ``key``: the pull stays."""
+        pull = self._pulls.get(key)
+        if pull is not None:
+            pull.wanted_at = time.monotonic()
 
     def _ended(self, pull: _Pull) -> None:
         if self._pulls.get(pull.key) is pull:

@@ -33,6 +33,7 @@ AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Requests that start playback of one stream (segments and WHEP sessions follow from them).
 _PLAY = re.compile(r"^/([^/]+)/([^/]+?)(\.flv|\.m3u8|/whep|/roi)$")
+_HLS = re.compile(r"^/([^/]+)/([^/]+?)(?:\.m3u8|/hls/.*)$")
 _STREAM_API = re.compile(r"^/api/v1/streams/([^/]+)/([^/]+?)(/roi)?$")
 FORWARDED = b"x-roi-relay-forwarded"
 _HOP_HEADERS = {b"host", b"content-length", b"connection", b"transfer-encoding"}
@@ -66,13 +67,18 @@ class ClusterGateway:
         if api is not None:
             key = StreamKey(api[1], api[2])
             forwarded = any(name == FORWARDED for name, _ in scope.get("headers", []))
-            if self.hub.get(key) is None and not forwarded:
+            # An edge's pulled copy is not where the stream lives: ask the holder.
+            held_here = self.hub.get(key) is not None and key not in self.node.pulled
+            if not held_here and not forwarded:
                 holder = await self.node.holder(key)
                 if holder is not None:
                     await self._forward(holder.node.http_url, scope, receive, send)
                     return
             await self.app(scope, receive, send)
             return
+        hls = _HLS.match(path) if scope["type"] == "http" else None
+        if hls is not None:
+            self.puller.touch(StreamKey(hls[1], hls[2]))
         play = _PLAY.match(path)
         method = scope.get("method", "GET")
         starts_playback = play is not None and (

@@ -41,9 +41,11 @@ def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def cluster(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Node]]:
-    """Three nodes, A, B and C, on one database."""
+    """Three nodes, A, B and C (redirect mode), on one database."""
     tmp = tmp_path_factory.mktemp("nodes")
-    nodes = {name: Node(name, tmp, database_url) for name in ("A", "B", "C")}
+    nodes = {name: Node(name, tmp, database_url) for name in ("A", "B")}
+    # C answers HTTP players with a redirect to the holder; RTMP players it still pulls for.
+    nodes["C"] = Node("C", tmp, database_url, ROI_RELAY_EDGE_MODE="redirect")
     try:
         for node in nodes.values():
             node.wait_ready(nodes=1)

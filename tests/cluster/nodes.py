@@ -151,6 +151,7 @@ class Frames:
     ended_cleanly: bool = False  # the server ended the stream (EOF / end status)
     ended_at: float | None = None
     error: str | None = None
+    redirects: list[str] = field(default_factory=list)  # URLs answered with a redirect
 
     def add_video(self, timestamp: int, body: bytes) -> None:
         tag = parse_video_tag(body)
@@ -166,7 +167,9 @@ async def play_flv(url: str, seconds: float, frames: Frames) -> Frames:
     """An HTTP-FLV reader: tags parsed as they come, for ``seconds`` or until the end."""
     deadline = time.monotonic() + seconds
     try:
-        async with httpx.AsyncClient(timeout=10) as client, client.stream("GET", url) as reply:
+        client = httpx.AsyncClient(timeout=10, follow_redirects=True)
+        async with client, client.stream("GET", url) as reply:
+            frames.redirects = [str(r.url) for r in reply.history]
             if reply.status_code != 200:
                 frames.error = f"HTTP {reply.status_code}"
                 return frames

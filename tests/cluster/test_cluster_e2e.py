@@ -62,6 +62,7 @@ def test_edges_play_the_origin_frames_and_regions(cluster: dict[str, Node]) -> N
         pusher.kill()
         pusher.wait()
     assert len(on_a.frames) >= 50, on_a
+    assert not on_b.redirects and flv_c.redirects == [f"{c.http}/live/cam.flv"]
     a_frames = set(on_a.frames)
     for edge in (on_b, rtmp_c, flv_c):
         assert edge.error is None and edge.keyframe_first, edge.error
@@ -102,6 +103,30 @@ def test_one_pull_per_edge_for_fifty_players(cluster: dict[str, Node]) -> None:
     for frames in got:
         assert frames.error is None and frames.keyframe_first
         assert len(frames.frames) >= 40
+
+
+def test_hls_and_kick_through_an_edge(cluster: dict[str, Node]) -> None:
+    a, b = cluster["A"], cluster["B"]
+    pusher = push(f"{a.rtmp}/live/hls", 30)
+    try:
+        wait_live(a, "live", "hls")
+        playlist = httpx.get(f"{b.http}/live/hls.m3u8", timeout=20)
+        assert playlist.status_code == 200, playlist.text
+        segment = next(line for line in playlist.text.splitlines() if line.endswith(".ts"))
+        # HLS viewers hold no subscription: their requests keep the pull past the grace.
+        for _ in range(4):
+            time.sleep(1)
+            got = httpx.get(f"{b.http}/live/{segment}", timeout=10)
+            assert got.status_code == 200 and got.content[:1] == b"G"  # MPEG-TS sync byte
+        # A kick sent to B acts on A, where the publisher is.
+        kicked = httpx.delete(f"{b.http}/api/v1/streams/live/hls", timeout=10)
+        assert kicked.status_code == 204, kicked.text
+        pusher.wait(15)  # dropped long before its 30 s (FFmpeg's exit code then varies)
+        gone = httpx.get(f"{a.http}/api/v1/streams/live/hls", timeout=5)
+        assert gone.status_code == 404
+    finally:
+        pusher.kill()
+        pusher.wait()
 
 
 def test_second_publisher_on_another_node_is_refused(cluster: dict[str, Node]) -> None:
