@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -18,8 +19,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import httpx
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.cluster.edge import EdgePuller
+from app.cluster.metrics import merge_expositions, worker_group
 from app.cluster.node import ClusterNode
 from app.hub import Hub, StreamKey
 
@@ -54,6 +58,8 @@ class ClusterGateway:
         self._client = httpx.AsyncClient(timeout=10.0)
         self.forwarded = 0
         self.redirected = 0
+        # ``--workers``: /metrics answers for every worker of this machine.
+        self.group = worker_group(node.me.node_id)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -63,10 +69,13 @@ class ClusterGateway:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
+        forwarded = any(name == FORWARDED for name, _ in scope.get("headers", []))
+        if path == "/metrics" and scope["type"] == "http" and not forwarded and self.group:
+            await self._worker_metrics(send)
+            return
         api = _STREAM_API.match(path) if scope["type"] == "http" else None
         if api is not None:
             key = StreamKey(api[1], api[2])
-            forwarded = any(name == FORWARDED for name, _ in scope.get("headers", []))
             # An edge's pulled copy is not where the stream lives: ask the holder.
             held_here = self.hub.get(key) is not None and key not in self.node.pulled
             if not held_here and not forwarded:
@@ -99,6 +108,27 @@ class ClusterGateway:
             else:
                 await self.puller.stream(key)
         await self.app(scope, receive, send)
+
+    async def _worker_metrics(self, send: Send) -> None:
+        try:
+            nodes = await asyncio.to_thread(self.node.directory.nodes)
+        except SQLAlchemyError:
+            nodes = [self.node.me]  # the directory is down: at least this worker's figures
+        siblings = [n for n in nodes if worker_group(n.node_id) == self.group] or [self.node.me]
+
+        async def scrape(base: str) -> str | None:
+            try:
+                reply = await self._client.get(f"{base}/metrics", headers={FORWARDED.decode(): "1"})
+            except httpx.HTTPError as exc:
+                log.info("worker metrics from %s: %s", base, exc)
+                return None
+            return reply.text if reply.status_code == 200 else None
+
+        texts = await asyncio.gather(*(scrape(n.http_url) for n in siblings))
+        body = merge_expositions(
+            {n.node_id: t for n, t in zip(siblings, texts, strict=True) if t is not None}
+        )
+        await _answer(send, 200, body, [(b"content-type", CONTENT_TYPE_LATEST.encode())])
 
     async def _redirect(self, base: str, scope: Scope, send: Send) -> None:
         query = scope.get("query_string", b"").decode("latin-1")

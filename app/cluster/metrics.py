@@ -1,11 +1,15 @@
-"""The cluster's figures for /metrics (read on the loop when scraped)."""
+"""The cluster's figures for /metrics (read on the loop when scraped), and one exposition for
+all ``--workers`` of a machine."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from app.cluster.edge import EdgePuller
 from app.cluster.node import ClusterNode
@@ -56,4 +60,43 @@ class ClusterCollector(Collector):
         )
 
 
-__all__ = ["ClusterCollector"]
+def worker_group(node_id: str) -> str | None:
+    """The ``--workers`` group of a node id (``{id}-w{i}``), or None for a lone node."""
+    base, sep, index = node_id.rpartition("-w")
+    return base if sep and index.isdigit() else None
+
+
+def merge_expositions(texts: dict[str, str]) -> bytes:
+    """One exposition of every worker's metrics, each sample labelled with its ``worker``."""
+    families: dict[str, Metric] = {}
+    for worker, text in sorted(texts.items()):
+        for family in text_string_to_metric_families(text):
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(
+                    family.name, family.documentation, family.type, family.unit
+                )
+            for sample in family.samples:
+                merged.samples.append(
+                    Sample(
+                        sample.name,
+                        {**sample.labels, "worker": worker},
+                        sample.value,
+                        sample.timestamp,
+                        sample.exemplar,
+                    )
+                )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(list(families.values())))
+    return generate_latest(registry)
+
+
+class _Fixed(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+
+__all__ = ["ClusterCollector", "merge_expositions", "worker_group"]

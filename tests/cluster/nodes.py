@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.media.flv import TagType, VideoPacketType, parse_video_tag
 from app.media.sei import extract_roi_sei
@@ -95,11 +96,13 @@ class Node:
     def directory(self) -> list[dict[str, Any]]:
         return httpx.get(f"{self.http}/api/v1/cluster/streams", timeout=5).json()["streams"]
 
-    def metric(self, name: str, base: str | None = None) -> float:
-        text = httpx.get(f"{base or self.http}/metrics", timeout=5).text
-        for line in text.splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of this node's /metrics (with ``labels`` among its labels)."""
+        text = httpx.get(f"{self.http}/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and labels.items() <= sample.labels.items():
+                    return float(sample.value)
         raise KeyError(name)
 
     def kill(self) -> None:

@@ -230,10 +230,13 @@ def test_workers_share_the_public_ports(database_url: str, backend: str, tmp_pat
             assert frames.error is None and frames.keyframe_first and len(frames.frames) >= 40
         # A second publisher is refused whichever worker it reaches.
         assert second.returncode != 0
-        # Players reached both workers: the other one pulled the stream from the holder.
-        other = next(w for w in workers if w["node_id"] != holder)
-        pulls = node.metric("roi_relay_cluster_edge_pulls_started_total", base=other["http_url"])
-        assert pulls == 1
+        # Players reached both workers: the other one pulled the stream from the holder. The
+        # public /metrics answers for both workers, each sample labelled with its worker.
+        other = next(w["node_id"] for w in workers if w["node_id"] != holder)
+        pulls = "roi_relay_cluster_edge_pulls_started_total"
+        assert node.metric(pulls, worker=other) == 1
+        assert node.metric(pulls, worker=holder) == 0
+        assert node.metric("roi_relay_streams_started_total", worker=holder) == 1
     finally:
         node.stop()
 
