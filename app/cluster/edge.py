@@ -85,6 +85,8 @@ class _Pull:
             log.warning(
                 "edge pull of %s from %s ended: %s", self.key, self.origin.node.node_id, exc
             )
+        except Exception:
+            log.exception("edge pull of %s from %s failed", self.key, self.origin.node.node_id)
         finally:
             if not self.started.done():
                 self.started.set_result(None)

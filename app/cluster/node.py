@@ -68,6 +68,7 @@ class ClusterNode:
         self.pulled: set[StreamKey] = set()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._stopped = False
         hub.on_stream_opened.append(self._on_opened)
         hub.on_stream_closed.append(self._on_closed)
 
@@ -83,6 +84,7 @@ class ClusterNode:
         log.info("cluster node %s (%s, %s)", self.me.node_id, self.me.http_url, self.me.rtmp_url)
 
     async def stop(self) -> None:
+        self._stopped = True  # streams closing after this are gone with leave()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -151,13 +153,15 @@ class ClusterNode:
         self.refused[reason] = self.refused.get(reason, 0) + 1
 
     def _on_opened(self, stream: Stream) -> None:
-        if stream.key in self.pulled:
+        if stream.key in self.pulled or self._stopped:
             return
         self._local[stream.key] = False
         asyncio.get_running_loop().create_task(self._claim_locked(stream.key))
 
     def _on_closed(self, stream: Stream) -> None:
         if stream.key in self.pulled or self._local.pop(stream.key, None) is None:
+            return
+        if self._stopped:  # leave() took this node's rows
             return
         self.snapshot.pop(stream.key, None)
         asyncio.get_running_loop().create_task(self._release(stream.key))
