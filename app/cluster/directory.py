@@ -48,6 +48,10 @@ class DirectoryEntry:
     key: StreamKey
     node: NodeAddress
     started_at: datetime
+    heartbeat_at: datetime | None  # the holder's last heartbeat
+
+    def alive(self, expiry: timedelta) -> bool:
+        return self.heartbeat_at is not None and self.heartbeat_at >= _now() - expiry
 
 
 def _now() -> datetime:
@@ -193,6 +197,7 @@ class StreamDirectory:
             StreamKey(row.app, row.name),
             NodeAddress(row.node_id, row.http_url or "", row.rtmp_url or ""),
             row.started_at,
+            row.heartbeat_at,
         )
 
     def _lookup(

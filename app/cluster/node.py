@@ -144,7 +144,10 @@ class ClusterNode:
             self._refuse("directory-down")
             return "the stream directory is unreachable; try again shortly"
         holder = self.snapshot.get(key)
-        if holder is not None and holder.node.node_id != self.me.node_id:
+        # A holder whose heartbeat has expired since the snapshot is dead: the claim that
+        # follows takes its row over.
+        expiry = self.directory.expiry
+        if holder is not None and holder.node.node_id != self.me.node_id and holder.alive(expiry):
             self._refuse("busy-elsewhere")
             return f"stream {key} already has a publisher on node {holder.node.node_id}"
         return None
