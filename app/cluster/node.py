@@ -77,6 +77,9 @@ class ClusterNode:
     async def start(self) -> None:
         try:
             await asyncio.to_thread(self.directory.migrate)
+            # A restarted node with the same id (a --workers child) must not revive the
+            # streams its previous run held: they died with it.
+            await asyncio.to_thread(self.directory.leave)
         except SQLAlchemyError as exc:
             self._mark_down(exc)
         await self._beat()

@@ -93,6 +93,9 @@ class Node:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def workers(self) -> list[dict[str, Any]]:
+        return list(httpx.get(f"{self.http}/api/v1/cluster/nodes", timeout=5).json()["nodes"])
+
     def directory(self) -> list[dict[str, Any]]:
         return httpx.get(f"{self.http}/api/v1/cluster/streams", timeout=5).json()["streams"]
 

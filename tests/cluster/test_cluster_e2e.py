@@ -6,7 +6,10 @@ playback as they should."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -285,3 +288,66 @@ def test_database_outage_spares_local_playback(cluster: dict[str, Node], backend
         stamps = [f[0] for f in frames.frames]
         assert len(stamps) >= 16 * 25 * 0.8
         assert max(b - a for a, b in zip(stamps, stamps[1:], strict=False)) < 1000
+
+
+def _worker_pid(supervisor: int, node_id: str) -> int:
+    """The pid of the ``--workers`` child running as ``node_id``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == supervisor and f"ROI_RELAY_NODE_ID={node_id}".encode() in environ:
+            return int(entry.name)
+    raise LookupError(node_id)
+
+
+def test_workers_holder_killed_players_end_and_it_comes_back(backend: str, tmp_path) -> None:
+    if backend != "sqlite":
+        pytest.skip("--workers uses the SQLite file of one machine")
+    node = Node("K", tmp_path, f"sqlite:///{tmp_path / 'workers.db'}", workers=2)
+    try:
+        node.wait_ready(nodes=2)
+        pusher = push(f"{node.rtmp}/live/w", 30)
+        deadline = time.monotonic() + 20
+        while not node.directory():
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        holder = node.directory()[0]
+        other = next(n for n in node.workers() if n["node_id"] != holder["node_id"])
+        time.sleep(1)
+
+        async def kill_holder() -> tuple[Frames, float]:
+            # On the other worker's own address: a player there is served by its edge pull.
+            player = asyncio.create_task(play_flv(f"{other['http_url']}/live/w.flv", 20, Frames()))
+            await asyncio.sleep(3)
+            os.kill(_worker_pid(node.proc.pid, holder["node_id"]), signal.SIGKILL)
+            return await player, time.monotonic()
+
+        frames, _ = asyncio.run(kill_holder())
+        pusher.kill()
+        pusher.wait()
+        assert len(frames.frames) >= 25 and frames.ended_cleanly, frames.error
+        # The supervisor restarts the dead worker; the broadcaster's new push plays again.
+        node.wait_ready(nodes=2)
+        deadline = time.monotonic() + 15
+        while any(e["stream"] == "w" for e in node.directory()):
+            assert time.monotonic() < deadline, "the dead worker's entry did not expire"
+            time.sleep(0.3)
+        again = push(f"{node.rtmp}/live/w", 8)
+        try:
+            deadline = time.monotonic() + 20
+            while not node.directory():
+                assert time.monotonic() < deadline
+                time.sleep(0.3)
+            time.sleep(1)
+            replay = asyncio.run(play_flv(f"{node.http}/live/w.flv", 3, Frames()))
+        finally:
+            again.kill()
+            again.wait()
+        assert replay.error is None and len(replay.frames) >= 25
+    finally:
+        node.stop()
