@@ -351,3 +351,35 @@ def test_workers_holder_killed_players_end_and_it_comes_back(backend: str, tmp_p
         assert replay.error is None and len(replay.frames) >= 25
     finally:
         node.stop()
+
+
+def test_whep_at_an_edge_gets_frames_and_the_origin_regions(cluster: dict[str, Node]) -> None:
+    from tests.outputs.whep_client import WhepPlayer
+
+    a, b = cluster["A"], cluster["B"]
+    pusher = push(f"{a.rtmp}/live/rtc", 16)
+    try:
+        wait_live(a, "live", "rtc")
+        reply = httpx.put(
+            f"{a.http}/api/v1/streams/live/rtc/roi", json={"roi": "16,32-112,160=-8"}, timeout=10
+        )
+        assert reply.status_code == 200, reply.text
+        time.sleep(2.5)
+
+        async def watch() -> WhepPlayer:
+            player = WhepPlayer(f"{b.http}/live/rtc/whep", audio=False)
+            async with httpx.AsyncClient(timeout=20) as http:
+                await player.start(http)
+                await asyncio.sleep(5)
+            await player.close()
+            return player
+
+        player = asyncio.run(watch())
+    finally:
+        pusher.kill()
+        pusher.wait()
+    assert player.status == 201
+    assert len(player.frames) >= 25
+    # Regions on the data channel at the edge: read back from the origin's SEI.
+    assert player.messages and all("16,32-112,160=-8" in m for _, m in player.messages)
+    assert any(f.sei_roi and "16,32-112,160=-8" in f.sei_roi for f in player.frames)
