@@ -29,6 +29,8 @@ from app.rtmp.session import MediaReceived, MetadataReceived
 log = logging.getLogger("app.cluster")
 
 _CODECS = {"avc1": "h264", "hvc1": "hevc"}
+# How a pulled copy names its publisher (the streams API's ``remote``).
+PULL_REMOTE = "edge pull from "
 
 
 class _RoiReader:
@@ -153,7 +155,7 @@ class _Pull:
         self.puller.node.pulled.add(self.key)
         try:
             self.stream = self.puller.hub.open_publisher(
-                self.key, {}, f"edge pull from {self.origin.node.node_id}"
+                self.key, {}, PULL_REMOTE + self.origin.node.node_id
             )
         except StreamBusyError:
             self.puller.node.pulled.discard(self.key)
@@ -222,4 +224,4 @@ class EdgePuller:
                 await pull.task
 
 
-__all__ = ["EdgePuller"]
+__all__ = ["PULL_REMOTE", "EdgePuller"]

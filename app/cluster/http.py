@@ -22,7 +22,8 @@ import httpx
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.cluster.edge import EdgePuller
+from app.cluster.directory import NodeAddress
+from app.cluster.edge import PULL_REMOTE, EdgePuller
 from app.cluster.metrics import merge_expositions, worker_group
 from app.cluster.node import ClusterNode
 from app.hub import Hub, StreamKey
@@ -70,9 +71,13 @@ class ClusterGateway:
             return
         path: str = scope.get("path", "")
         forwarded = any(name == FORWARDED for name, _ in scope.get("headers", []))
-        if path == "/metrics" and scope["type"] == "http" and not forwarded and self.group:
-            await self._worker_metrics(send)
-            return
+        if scope["type"] == "http" and not forwarded and self.group:
+            if path == "/metrics":
+                await self._worker_metrics(send)
+                return
+            if path == "/api/v1/streams" and scope.get("method") == "GET":
+                await self._worker_streams(scope, send)
+                return
         api = _STREAM_API.match(path) if scope["type"] == "http" else None
         if api is not None:
             key = StreamKey(api[1], api[2])
@@ -109,12 +114,50 @@ class ClusterGateway:
                 await self.puller.stream(key)
         await self.app(scope, receive, send)
 
-    async def _worker_metrics(self, send: Send) -> None:
+    async def _siblings(self) -> list[NodeAddress]:
+        """This machine's workers (``--workers``), this one included."""
         try:
             nodes = await asyncio.to_thread(self.node.directory.nodes)
         except SQLAlchemyError:
             nodes = [self.node.me]  # the directory is down: at least this worker's figures
-        siblings = [n for n in nodes if worker_group(n.node_id) == self.group] or [self.node.me]
+        return [n for n in nodes if worker_group(n.node_id) == self.group] or [self.node.me]
+
+    async def _worker_streams(self, scope: Scope, send: Send) -> None:
+        """``GET /api/v1/streams`` for the whole machine: each worker's own streams, with the
+        players of the other workers' edge copies counted where the stream is held."""
+        headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() == b"authorization"]
+        headers.append((FORWARDED, b"1"))
+        siblings = await self._siblings()
+        try:
+            replies = await asyncio.gather(
+                *(
+                    self._client.get(f"{n.http_url}/api/v1/streams", headers=headers)
+                    for n in siblings
+                )
+            )
+        except httpx.HTTPError as exc:
+            detail = json.dumps({"detail": f"a worker did not answer: {exc}"})
+            await _answer(send, 502, detail.encode(), [(b"content-type", b"application/json")])
+            return
+        for reply in replies:
+            if reply.status_code != 200:  # e.g. 401: the same answer for the whole machine
+                await _answer(
+                    send, reply.status_code, reply.content, [(b"content-type", b"application/json")]
+                )
+                return
+        streams = [s for reply in replies for s in reply.json()]
+        held = {
+            (s["app"], s["stream"]): s for s in streams if not s["remote"].startswith(PULL_REMOTE)
+        }
+        for copy in streams:
+            origin = held.get((copy["app"], copy["stream"]))
+            if copy["remote"].startswith(PULL_REMOTE) and origin is not None:
+                origin["players"] += copy["players"] - 1  # the pull itself is one origin player
+        body = json.dumps(sorted(held.values(), key=lambda s: (s["app"], s["stream"])))
+        await _answer(send, 200, body.encode(), [(b"content-type", b"application/json")])
+
+    async def _worker_metrics(self, send: Send) -> None:
+        siblings = await self._siblings()
 
         async def scrape(base: str) -> str | None:
             try:

@@ -10,6 +10,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -216,14 +217,17 @@ def test_workers_share_the_public_ports(database_url: str, backend: str, tmp_pat
             holder = node.directory()[0]["node_id"]
             time.sleep(1)
 
-            async def players() -> list[Frames]:
-                return list(
-                    await asyncio.gather(
-                        *(play_flv(f"{node.http}/live/cores.flv", 4, Frames()) for _ in range(12))
-                    )
-                )
+            async def players() -> tuple[list[Frames], list[dict[str, Any]]]:
+                playing = [
+                    asyncio.create_task(play_flv(f"{node.http}/live/cores.flv", 4, Frames()))
+                    for _ in range(12)
+                ]
+                await asyncio.sleep(2.5)
+                async with httpx.AsyncClient(timeout=10) as client:
+                    listed = (await client.get(f"{node.http}/api/v1/streams")).json()
+                return list(await asyncio.gather(*playing)), listed
 
-            got = asyncio.run(players())
+            got, listed = asyncio.run(players())
             second = push(f"{node.rtmp}/live/cores", 3)
             _, err = second.communicate(timeout=30)
         finally:
@@ -231,6 +235,8 @@ def test_workers_share_the_public_ports(database_url: str, backend: str, tmp_pat
             pusher.wait()
         for frames in got:
             assert frames.error is None and frames.keyframe_first and len(frames.frames) >= 40
+        # The machine's stream list: the stream once, with every worker's players.
+        assert [(s["stream"], s["players"]) for s in listed] == [("cores", 12)]
         # A second publisher is refused whichever worker it reaches.
         assert second.returncode != 0
         # Players reached both workers: the other one pulled the stream from the holder. The
