@@ -14,21 +14,12 @@ from enum import Enum
 from typing import Any
 
 from app.rtmp import amf0
-from app.rtmp.chunk import ChunkError, ChunkReader, ChunkWriter, MessageType, RtmpMessage
-from app.rtmp.handshake import ClientHandshake, HandshakeError
-from app.rtmp.session import (
-    CSID_AUDIO,
-    CSID_COMMAND,
-    CSID_STREAM,
-    CSID_VIDEO,
-    DATA_KIND,
-    OUT_CHUNK_SIZE,
-    UC_PING_REQUEST,
-    UC_PING_RESPONSE,
-)
+from app.rtmp.chunk import ChunkError, MessageType
+from app.rtmp.client_connection import TXN_CONNECT, ClientConnection
+from app.rtmp.handshake import HandshakeError
+from app.rtmp.session import CSID_AUDIO, CSID_STREAM, CSID_VIDEO, DATA_KIND
 
 FLASH_VERSION = "FMLE/3.0 (compatible; roi-relay)"
-_TXN_CONNECT = 1.0
 _TXN_CREATE_STREAM = 4.0
 
 
@@ -69,17 +60,10 @@ class _Phase(Enum):
     CLOSED = "closed"
 
 
-class RtmpPublishSession:
+class RtmpPublishSession(ClientConnection):
     def __init__(self, app: str, tc_url: str, name: str) -> None:
-        self.app = app
-        self.tc_url = tc_url
-        self.name = name  # stream name with its query, as the server's URL rules read it
-        self._handshake = ClientHandshake()
-        self._reader = ChunkReader()
-        self._writer = ChunkWriter()
-        self._out = bytearray(self._handshake.data_to_send())
+        super().__init__(app, tc_url, name)
         self._phase = _Phase.HANDSHAKE
-        self.stream_id = 0
         # Why the session cannot go on (refused, protocol error, server gone); None: fine.
         self.failure: str | None = None
 
@@ -90,11 +74,6 @@ class RtmpPublishSession:
     @property
     def phase(self) -> str:
         return self._phase.value
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
 
     # --------------------------------------------------------------- input
 
@@ -107,57 +86,26 @@ class RtmpPublishSession:
             return [ServerClosed()]
         events: list[ClientEvent] = []
         try:
-            if self._phase is _Phase.HANDSHAKE:
-                data = self._handshake.receive_data(data)
-                self._out += self._handshake.data_to_send()
-                if not self._handshake.complete:
-                    return events
-                self._start_connect()
-            for message in self._reader.receive_data(data):
-                self._handle(message, events)
-            ack = self._reader.take_ack()
-            if ack is not None:
-                self._out += self._writer.acknowledgement(ack)
+            self._feed(data, events)
         except (HandshakeError, ChunkError, amf0.AmfError) as exc:
             self._phase = _Phase.CLOSED
             self.failure = f"protocol error: {exc}"
             events.append(ClientProtocolError(str(exc)))
         return events
 
-    def _start_connect(self) -> None:
+    def _connect_object(self) -> dict[str, Any]:
+        return {
+            "app": self.app,
+            "type": "nonprivate",
+            "flashVer": FLASH_VERSION,
+            "tcUrl": self.tc_url,
+        }
+
+    def _connect_sent(self) -> None:
         self._phase = _Phase.CONNECTING
-        self._out += self._writer.set_chunk_size(OUT_CHUNK_SIZE)
-        self._writer.chunk_size = OUT_CHUNK_SIZE
-        self._command(
-            0,
-            "connect",
-            _TXN_CONNECT,
-            {
-                "app": self.app,
-                "type": "nonprivate",
-                "flashVer": FLASH_VERSION,
-                "tcUrl": self.tc_url,
-            },
-        )
 
-    def _handle(self, msg: RtmpMessage, events: list[ClientEvent]) -> None:
-        if msg.type_id == MessageType.COMMAND_AMF0:
-            self._on_command(amf0.decode(msg.payload), events)
-        elif msg.type_id == MessageType.COMMAND_AMF3:
-            self._on_command(amf0.decode(msg.payload[1:]), events)
-        elif msg.type_id == MessageType.USER_CONTROL and len(msg.payload) >= 6:
-            event = int.from_bytes(msg.payload[:2], "big")
-            if event == UC_PING_REQUEST:
-                self._out += self._writer.user_control(UC_PING_RESPONSE, msg.payload[2:6])
-        # Window size, peer bandwidth, acknowledgements and data messages need no answer.
-
-    def _on_command(self, values: list[Any], events: list[ClientEvent]) -> None:
-        if not values or not isinstance(values[0], str):
-            raise amf0.AmfError("command message without a command name")
-        name = values[0]
-        txn = values[1] if len(values) > 1 and isinstance(values[1], float) else 0.0
-        info = values[3] if len(values) > 3 else None
-        if name == "_result" and txn == _TXN_CONNECT and self._phase is _Phase.CONNECTING:
+    def _on_command(self, name: str, txn: float, info: Any, events: list[ClientEvent]) -> None:
+        if name == "_result" and txn == TXN_CONNECT and self._phase is _Phase.CONNECTING:
             self._phase = _Phase.CREATING_STREAM
             self._command(0, "releaseStream", 2.0, None, self.name)
             self._command(0, "FCPublish", 3.0, None, self.name)
@@ -191,12 +139,6 @@ class RtmpPublishSession:
         self._phase = _Phase.CLOSED
         self.failure = f"publish refused: {code} {description}"
         events.append(PublishRefused(code, description))
-
-    def _command(self, stream_id: int, name: str, txn: float, *args: Any) -> None:
-        csid = CSID_COMMAND if stream_id == 0 else CSID_STREAM
-        self._out += self._writer.write(
-            csid, MessageType.COMMAND_AMF0, stream_id, 0, amf0.encode(name, txn, *args)
-        )
 
     # --------------------------------------------------------------- output
 

@@ -5,7 +5,8 @@ socket read and returns events; ``data_to_send`` hands out what to write. It goe
 connect, createStream and play as FFmpeg does, says ``PlayStarted`` once the server answers
 ``NetStream.Play.Start``, then ``MediaReceived``/``MetadataReceived`` (the server session's own
 event types, timestamps unwrapped the same way) until ``PlayEnded``. Pings and
-acknowledgements are answered on its own.
+acknowledgements are answered by the connection code it shares with the publishing side
+(app/rtmp/client_connection.py).
 """
 
 from __future__ import annotations
@@ -16,16 +17,12 @@ from enum import Enum
 from typing import Any
 
 from app.rtmp import amf0
-from app.rtmp.chunk import ChunkError, ChunkReader, ChunkWriter, MessageType, RtmpMessage
-from app.rtmp.handshake import ClientHandshake, HandshakeError
+from app.rtmp.chunk import ChunkError, RtmpMessage
+from app.rtmp.client_connection import TXN_CONNECT, ClientConnection
+from app.rtmp.handshake import HandshakeError
 from app.rtmp.session import (
-    CSID_COMMAND,
-    CSID_STREAM,
     DATA_KIND,
     MEDIA_KINDS,
-    OUT_CHUNK_SIZE,
-    UC_PING_REQUEST,
-    UC_PING_RESPONSE,
     UC_SET_BUFFER_LENGTH,
     UC_STREAM_EOF,
     MediaReceived,
@@ -34,7 +31,6 @@ from app.rtmp.session import (
 )
 
 FLASH_VERSION = "LNX 9,0,124,2 (roi-relay edge)"
-_TXN_CONNECT = 1.0
 _TXN_CREATE_STREAM = 2.0
 
 
@@ -63,18 +59,11 @@ class _Phase(Enum):
     ENDED = "ended"
 
 
-class RtmpPlaySession:
+class RtmpPlaySession(ClientConnection):
     def __init__(self, app: str, tc_url: str, name: str) -> None:
-        self.app = app
-        self.tc_url = tc_url
-        self.name = name
-        self._handshake = ClientHandshake()
-        self._reader = ChunkReader()
-        self._writer = ChunkWriter()
-        self._out = bytearray(self._handshake.data_to_send())
+        super().__init__(app, tc_url, name)
         self._phase = _Phase.HANDSHAKE
         self._clock = TimestampUnwrapper()
-        self.stream_id = 0
 
     @property
     def phase(self) -> str:
@@ -84,11 +73,6 @@ class RtmpPlaySession:
     def ended(self) -> bool:
         return self._phase is _Phase.ENDED
 
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
     def receive_data(self, data: bytes) -> list[PlayEvent]:
         if self._phase is _Phase.ENDED:
             return []
@@ -97,19 +81,7 @@ class RtmpPlaySession:
             self._end("the origin closed the connection", events)
             return events
         try:
-            if self._phase is _Phase.HANDSHAKE:
-                data = self._handshake.receive_data(data)
-                self._out += self._handshake.data_to_send()
-                if not self._handshake.complete:
-                    return events
-                self._start_connect()
-            for message in self._reader.receive_data(data):
-                self._handle(message, events)
-                if self.ended:
-                    break
-            ack = self._reader.take_ack()
-            if ack is not None:
-                self._out += self._writer.acknowledgement(ack)
+            self._feed(data, events)
         except (HandshakeError, ChunkError, amf0.AmfError) as exc:
             self._end(f"protocol error: {exc}", events)
         return events
@@ -119,51 +91,35 @@ class RtmpPlaySession:
             self._phase = _Phase.ENDED
             events.append(PlayEnded(reason, refused))
 
-    def _start_connect(self) -> None:
+    def _connect_object(self) -> dict[str, Any]:
+        return {"app": self.app, "flashVer": FLASH_VERSION, "tcUrl": self.tc_url, "fpad": False}
+
+    def _connect_sent(self) -> None:
         self._phase = _Phase.CONNECTING
-        self._out += self._writer.set_chunk_size(OUT_CHUNK_SIZE)
-        self._writer.chunk_size = OUT_CHUNK_SIZE
-        self._command(
-            0,
-            "connect",
-            _TXN_CONNECT,
-            {"app": self.app, "flashVer": FLASH_VERSION, "tcUrl": self.tc_url, "fpad": False},
-        )
 
-    def _handle(self, msg: RtmpMessage, events: list[PlayEvent]) -> None:
-        kind = msg.type_id
-        if kind == MessageType.COMMAND_AMF0:
-            self._on_command(amf0.decode(msg.payload), events)
-        elif kind == MessageType.COMMAND_AMF3:
-            self._on_command(amf0.decode(msg.payload[1:]), events)
-        elif kind == MessageType.USER_CONTROL and len(msg.payload) >= 6:
-            event = int.from_bytes(msg.payload[:2], "big")
-            if event == UC_PING_REQUEST:
-                self._out += self._writer.user_control(UC_PING_RESPONSE, msg.payload[2:6])
-            elif event == UC_STREAM_EOF and self._phase is _Phase.PLAYING:
-                self._end("the stream ended at the origin", events)
-        elif kind in MEDIA_KINDS and self._phase is _Phase.PLAYING and msg.payload:
+    def _on_user_control(self, event: int, data: bytes, events: list[PlayEvent]) -> None:
+        if event == UC_STREAM_EOF and self._phase is _Phase.PLAYING:
+            self._end("the stream ended at the origin", events)
+
+    def _on_message(self, msg: RtmpMessage, events: list[PlayEvent]) -> None:
+        if self._phase is not _Phase.PLAYING:
+            return
+        if msg.type_id in MEDIA_KINDS and msg.payload:
             ts = self._clock.extend(msg.timestamp)
-            events.append(MediaReceived(msg.stream_id, kind, ts, msg.payload))
-        elif kind == DATA_KIND and self._phase is _Phase.PLAYING:
-            self._on_data(msg, events)
+            events.append(MediaReceived(msg.stream_id, msg.type_id, ts, msg.payload))
+        elif msg.type_id == DATA_KIND:
+            first, offset = amf0.decode_value(msg.payload)
+            if first != "onMetaData":
+                return  # |RtmpSampleAccess and the like
+            values = amf0.decode(msg.payload[offset:])
+            metadata = values[0] if values and isinstance(values[0], dict) else {}
+            ts = self._clock.extend(msg.timestamp)
+            events.append(MetadataReceived(msg.stream_id, dict(metadata), bytes(msg.payload), ts))
 
-    def _on_data(self, msg: RtmpMessage, events: list[PlayEvent]) -> None:
-        first, offset = amf0.decode_value(msg.payload)
-        if first != "onMetaData":
-            return  # |RtmpSampleAccess and the like
-        values = amf0.decode(msg.payload[offset:])
-        metadata = values[0] if values and isinstance(values[0], dict) else {}
-        ts = self._clock.extend(msg.timestamp)
-        events.append(MetadataReceived(msg.stream_id, dict(metadata), bytes(msg.payload), ts))
-
-    def _on_command(self, values: list[Any], events: list[PlayEvent]) -> None:
-        if not values or not isinstance(values[0], str):
-            raise amf0.AmfError("command message without a command name")
-        name = values[0]
-        txn = values[1] if len(values) > 1 and isinstance(values[1], float) else 0.0
-        info = values[3] if len(values) > 3 else None
-        if name == "_result" and txn == _TXN_CONNECT and self._phase is _Phase.CONNECTING:
+    def _on_command(self, name: str, txn: float, info: Any, events: list[PlayEvent]) -> None:
+        if self._phase is _Phase.ENDED:
+            return
+        if name == "_result" and txn == TXN_CONNECT and self._phase is _Phase.CONNECTING:
             self._phase = _Phase.CREATING_STREAM
             self._command(0, "createStream", _TXN_CREATE_STREAM, None)
         elif (
@@ -190,12 +146,6 @@ class RtmpPlaySession:
                 self._end("the stream ended at the origin", events)
             elif info.get("level") == "error":
                 self._end(f"{code}: {info.get('description', '')}", events, refused=True)
-
-    def _command(self, stream_id: int, name: str, txn: float, *args: Any) -> None:
-        csid = CSID_COMMAND if stream_id == 0 else CSID_STREAM
-        self._out += self._writer.write(
-            csid, MessageType.COMMAND_AMF0, stream_id, 0, amf0.encode(name, txn, *args)
-        )
 
     def close(self) -> None:
         if self._phase is _Phase.PLAYING:
