@@ -53,6 +53,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -90,6 +91,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--latency-seconds", type=float, help="seconds of latency samples (default 6)"
     )
     parser.add_argument("--skip-nginx", action="store_true", help="measure roi-relay only")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="roi-relay --workers N and nginx worker_processes N (rtmp_auto_push on)",
+    )
+    parser.add_argument(
+        "--edge",
+        action="store_true",
+        help="also measure latency through an edge: publish to one cluster node, play on another",
+    )
     options = parser.add_argument_group(
         "options", "each one adds a roi-relay http-flv series with it on, printed beside the plain"
     )
@@ -138,6 +150,27 @@ def marginal_ratio(roi: Series, nginx: Series | None, count: int) -> float | Non
     return (mine.server_cpu - roi.baseline_cpu) / extra if extra > 0 else None
 
 
+async def edge_latencies(
+    workdir: Path, clip: Any, servers: list[Server], seconds: float
+) -> list[Any]:
+    """Two cluster nodes on one SQLite file: publish to the origin, play on the edge."""
+    env = {
+        "ROI_RELAY_CLUSTER": "true",
+        "ROI_RELAY_DATABASE_URL": f"sqlite:///{workdir / 'cluster.db'}",
+        "ROI_RELAY_HEARTBEAT_SECONDS": "0.5",
+    }
+    origin = await start_roi_relay(workdir, "origin", {**env, "ROI_RELAY_NODE_ID": "o"})
+    edge = await start_roi_relay(workdir, "edge", {**env, "ROI_RELAY_NODE_ID": "e"})
+    servers += [origin, edge]
+    await asyncio.sleep(2)  # both heartbeats in the directory
+    return [
+        await measure_latency(
+            f"edge {kind}", clip, origin.target, kind, seconds, play_target=edge.target
+        )
+        for kind in ("flv", "rtmp")
+    ]
+
+
 async def bench(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     servers: list[Server] = []
@@ -153,11 +186,13 @@ async def bench(args: argparse.Namespace) -> int:
             f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}",
             flush=True,
         )
-        relay = await start_roi_relay(workdir)
+        relay = await start_roi_relay(workdir, workers=args.workers)
         servers.append(relay)
+        if args.workers > 1:
+            await asyncio.sleep(3)  # every worker listening (the supervisor starts them all)
         nginx: Server | None = None
         if not args.skip_nginx:
-            nginx = await start_nginx(workdir)
+            nginx = await start_nginx(workdir, workers=args.workers)
             servers.append(nginx)
 
         latencies = [
@@ -174,6 +209,8 @@ async def bench(args: argparse.Namespace) -> int:
                     "nginx-rtmp rtmp", clip, nginx.target, "rtmp", args.latency_seconds
                 )
             )
+        if args.edge:
+            latencies += await edge_latencies(workdir, clip, servers, args.latency_seconds)
         for lat in latencies:
             detail = lat.error or f"{len(lat.samples_ms)} tags"
             print(
@@ -246,6 +283,12 @@ async def bench(args: argparse.Namespace) -> int:
             f"latency_flv_ms={fmt_ms(lat_by['roi-relay http-flv'].median())}",
             f"latency_rtmp_ms={fmt_ms(lat_by['roi-relay rtmp'].median())}",
             f"nginx_latency_ms={fmt_ms(nginx_latency.median()) if nginx_latency else 'n/a'}",
+            *(
+                [f"edge_latency_flv_ms={fmt_ms(lat_by['edge flv'].median())}"]
+                if "edge flv" in lat_by
+                else []
+            ),
+            f"workers={args.workers}",
             *option_head,
             f"load={load_before[0]:.1f}/{os.getloadavg()[0]:.1f}",
         ]

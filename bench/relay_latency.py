@@ -38,10 +38,15 @@ class Latency:
 
 
 async def measure_latency(
-    label: str, clip: Clip, target: Target, kind: str, seconds: float
+    label: str,
+    clip: Clip,
+    target: Target,
+    kind: str,
+    seconds: float,
+    play_target: Target | None = None,
 ) -> Latency:
     """Publishes the clip's tags in real time with our own RTMP client while one player
-    records when each tag arrives."""
+    records when each tag arrives (on ``play_target``, an edge node, when given)."""
     loop = asyncio.get_running_loop()
     stream = f"latency-{kind}"
     publisher = rtmp_client(target, stream, PlayerStats(), publish=True)
@@ -69,7 +74,9 @@ async def measure_latency(
                 if delay > 0:
                     await asyncio.sleep(delay)
                 if player_transport is None and time.monotonic() >= player_at:
-                    player_transport = await open_player(target, kind, stream, player_stats)
+                    player_transport = await open_player(
+                        play_target or target, kind, stream, player_stats
+                    )
                 if time.monotonic() >= end:
                     break
                 publisher.send_media(tag.kind, ts, tag.payload)

@@ -18,6 +18,7 @@ from bench.relay_servers import (
     cpu_seconds,
     machine_jiffies,
     tail,
+    tree_cpu_seconds,
 )
 
 MAX_LAG_MS = 1000.0  # a player further behind the publisher than this has fallen behind
@@ -95,7 +96,7 @@ async def snapshot(fleet: PlayerFleet, server: Server, publisher: FfmpegPublishe
         t=answer["t"],
         players=answer["players"],
         player_cpu_s=answer["cpu_s"],
-        server_cpu_s=cpu_seconds(server.pid),
+        server_cpu_s=tree_cpu_seconds(server.pid),
         publisher_cpu_s=cpu_seconds(publisher.proc.pid),
         machine=machine_jiffies(),
         publisher_ms=publisher.newest_ms(answer["t"]),
@@ -149,9 +150,9 @@ async def wait_quiet(server: Server, limit_s: float = QUIET_LIMIT_S) -> float:
     working through queues of players that left); returns how long that took."""
     start = time.monotonic()
     while time.monotonic() - start < limit_s:
-        before = cpu_seconds(server.pid)
+        before = tree_cpu_seconds(server.pid)
         await asyncio.sleep(0.5)
-        if (cpu_seconds(server.pid) - before) / 0.5 < QUIET_CPU:
+        if (tree_cpu_seconds(server.pid) - before) / 0.5 < QUIET_CPU:
             break
     return time.monotonic() - start
 

@@ -107,6 +107,29 @@ def cpu_seconds(pid: int) -> float:
     return total_ns / 1e9
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its descendants (``--workers`` children, nginx workers)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree = {pid}
+    grew = True
+    while grew:
+        grew = False
+        for child, parent in parents.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    total = 0.0
+    for member in tree:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(member)
+    return total
+
+
 def machine_jiffies() -> tuple[int, int]:
     """(busy, total) jiffies of all cores since boot."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -167,15 +190,18 @@ class Server:
 
 
 async def start_roi_relay(
-    workdir: Path, name: str = "roi-relay", env: dict[str, str] | None = None
+    workdir: Path, name: str = "roi-relay", env: dict[str, str] | None = None, workers: int = 1
 ) -> Server:
     """``python -m app.cli serve`` on free ports; ``env`` adds ROI_RELAY_* settings (the
-    bench's --record/--forward/--callbacks/--hook-ms runs)."""
+    bench's --record/--forward/--callbacks/--hook-ms runs, the --edge cluster nodes);
+    ``workers`` > 1 runs ``--workers``."""
     rtmp_port, http_port = free_port(), free_port()
     data_dir = workdir / f"{name}-data"
     log = workdir / f"{name}.log"
     args = ["-m", "app.cli", "serve", "--host", HOST, "--rtmp-port", str(rtmp_port)]
     args += ["--http-port", str(http_port), "--data-dir", str(data_dir), "--log-level", "warning"]
+    if workers > 1:
+        args += ["--workers", str(workers)]
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -192,7 +218,7 @@ async def start_roi_relay(
     return server
 
 
-async def start_nginx(workdir: Path, name: str = "nginx-rtmp") -> Server:
+async def start_nginx(workdir: Path, name: str = "nginx-rtmp", workers: int = 1) -> Server:
     prefix = workdir / name
     (prefix / "logs").mkdir(parents=True)
     port = free_port()
@@ -200,8 +226,9 @@ async def start_nginx(workdir: Path, name: str = "nginx-rtmp") -> Server:
     conf.write_text(
         f"""load_module {NGINX_MODULE};
 daemon off;
-master_process off;
-worker_processes 1;
+{"master_process off;" if workers == 1 else "master_process on;"}
+worker_processes {workers};
+{"rtmp_auto_push on;" if workers > 1 else ""}
 pid {prefix}/nginx.pid;
 error_log {prefix}/logs/error.log warn;
 events {{ worker_connections 4096; }}
