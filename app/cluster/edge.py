@@ -14,8 +14,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
+from app.auth import sign_push
 from app.cluster.directory import DirectoryEntry
 from app.cluster.node import ClusterNode
 from app.hub import Hub, Stream, StreamBusyError, StreamKey
@@ -101,7 +102,13 @@ class _Pull:
         host, port = target.hostname or "127.0.0.1", target.port or 1935
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
         tc_url = f"rtmp://{host}:{port}/{self.key.app}"
-        session = RtmpPlaySession(self.key.app, tc_url, self.key.name)
+        name = self.key.name
+        play_key = self.puller.node.settings.play_key
+        if play_key:
+            # The origin checks plays as it checks any player's: the edge signs its pull with
+            # the cluster's (shared) play key, valid for a minute.
+            name += "?" + urlencode(sign_push(play_key, self.key.name, time.time() + 60))
+        session = RtmpPlaySession(self.key.app, tc_url, name)
         rois = _RoiReader()
         grace = self.puller.node.settings.edge_grace_seconds
         idle_since: float | None = None
