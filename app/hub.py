@@ -122,10 +122,22 @@ class Subscription:
         # whatever the publisher had when it sent them) and say nothing about lag.
         # Timestamps from ingest are already unwrapped; a small step back (FFmpeg's end-of-stream
         # flush interleaves audio and video slightly out of order) is no backlog at all.
-        first = next((p.timestamp for p in self._queue if _is_media(p)), None)
+        queue = self._queue
+        if len(queue) < 2:  # runs per packet per player: the common cases without a scan
+            return 0
+        head, tail = queue[0], queue[-1]
+        first = (
+            head.timestamp
+            if _is_media(head)
+            else next((p.timestamp for p in queue if _is_media(p)), None)
+        )
         if first is None:
             return 0
-        last = next(p.timestamp for p in reversed(self._queue) if _is_media(p))
+        last = (
+            tail.timestamp
+            if _is_media(tail)
+            else next(p.timestamp for p in reversed(queue) if _is_media(p))
+        )
         if self._join_edge_ms is not None:
             first = max(first, self._join_edge_ms)
         return max(0, last - first)
