@@ -19,8 +19,9 @@ MAX_CHUNK_SIZE = 0x7FFFFFFF  # the top bit of Set Chunk Size must be zero
 # keyframe at 50 Mbit/s is 1-2 MiB), so more is a broken or hostile peer.
 DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 DEFAULT_MAX_CHUNK_STREAMS = 64
-# Unfinished messages interleaved over many chunk streams, all together.
-DEFAULT_MAX_PENDING_BYTES = 32 * 1024 * 1024
+# Unfinished messages interleaved over many chunk streams, all together: room for one
+# message of the largest size and the audio interleaved with it, not for several at once.
+DEFAULT_MAX_PENDING_BYTES = 12 * 1024 * 1024
 DEFAULT_WINDOW_ACK_SIZE = 2_500_000
 _EXTENDED = 0xFFFFFF
 _U32 = struct.Struct(">I")
@@ -47,6 +48,17 @@ class MessageType(IntEnum):
 
 class ChunkError(Exception):
     """The peer broke the chunk stream rules; the connection cannot continue."""
+
+
+class PendingBudget:
+    """What the unfinished messages of every reader sharing it hold, against one cap (the
+    whole server's): the reader whose bytes would go over it fails, the others go on."""
+
+    __slots__ = ("limit", "held")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +104,14 @@ class ChunkReader:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_chunk_streams: int = DEFAULT_MAX_CHUNK_STREAMS,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        budget: PendingBudget | None = None,
     ) -> None:
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self.max_message_size = max_message_size
         self.max_chunk_streams = max_chunk_streams
         self.max_pending_bytes = max_pending_bytes
+        self.budget = budget
+        self._charged = 0  # what this reader counts in the budget now
         self.window_ack_size = DEFAULT_WINDOW_ACK_SIZE
         self.bytes_received = 0
         self._acked = 0
@@ -116,6 +131,25 @@ class ChunkReader:
     def in_message(self) -> bool:
         """True when a message is partly received (a peer stopping now stops mid-message)."""
         return bool(self._buf) or self._pending_bytes > 0
+
+    @property
+    def held_bytes(self) -> int:
+        """Memory held for messages not yet complete: their chunks and an unparsed tail."""
+        return self._pending_bytes + len(self._buf)
+
+    def discard(self) -> None:
+        """Drops unfinished messages (the connection ended) and gives back their budget."""
+        self._buf.clear()
+        for state in self._streams.values():
+            state.parts = None
+        self._pending_bytes = 0
+        self._charge()
+
+    def _charge(self) -> None:
+        held = self.held_bytes
+        if self.budget is not None:
+            self.budget.held += held - self._charged
+        self._charged = held
 
     def take_ack(self) -> int | None:
         """The sequence number to acknowledge, when a window's worth arrived since the last."""
@@ -138,6 +172,16 @@ class ChunkReader:
         finally:
             if pos:
                 del self._buf[:pos]
+            self._charge()
+        if self.held_bytes > self.max_pending_bytes:
+            raise ChunkError(
+                f"more than {self.max_pending_bytes} bytes held in unfinished messages"
+            )
+        budget = self.budget
+        if budget is not None and budget.held > budget.limit and self._charged:
+            raise ChunkError(
+                f"unfinished messages of all connections hold more than {budget.limit} bytes"
+            )
         return messages
 
     def _parse_chunk(self, pos: int, messages: list[RtmpMessage]) -> int:

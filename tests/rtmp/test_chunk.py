@@ -287,3 +287,25 @@ def test_random_bytes_never_crash_the_reader(blob: bytes) -> None:
         reader.receive_data(blob)
     except ChunkError:
         pass
+
+
+def test_unfinished_messages_of_all_readers_share_one_budget() -> None:
+    from app.rtmp.chunk import PendingBudget
+
+    budget = PendingBudget(1500)
+    first, second = ChunkReader(budget=budget), ChunkReader(budget=budget)
+    writer = ChunkWriter()
+    setup = writer.set_chunk_size(700)
+    message = writer.write(3, 9, 1, 0, bytes(2000))  # 12 + 700, then 1 + 700 per chunk
+    for reader in (first, second):
+        reader.receive_data(setup)
+    first.receive_data(message[:712])
+    assert budget.held == 700 == first.held_bytes
+    second.receive_data(message[:500])  # an unparsed tail counts too
+    assert budget.held == 700 + 500
+    with pytest.raises(ChunkError, match="all connections"):
+        second.receive_data(message[500:1000])
+    second.discard()
+    assert budget.held == 700
+    assert [m.payload for m in first.receive_data(message[712:])] == [bytes(2000)]
+    assert first.held_bytes == 0 and budget.held == 0
