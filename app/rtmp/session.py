@@ -22,11 +22,13 @@ from typing import Any
 from app.rtmp import amf0
 from app.rtmp.chunk import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_WINDOW_ACK_SIZE,
     ChunkError,
     ChunkReader,
     ChunkWriter,
     MessageType,
+    PendingBudget,
     RtmpMessage,
 )
 from app.rtmp.handshake import HandshakeError, ServerHandshake
@@ -72,23 +74,27 @@ class Connected(Event):
 
 @dataclass(frozen=True, slots=True)
 class PublishRequested(Event):
-    """Answer with ``accept_publish`` or ``refuse_publish``."""
+    """Answer with ``accept_publish`` or ``refuse_publish`` (passing ``request``)."""
 
     stream_id: int
     app: str
     name: str
     query: dict[str, str]
     publish_type: str  # "live", "record" or "append"
+    # Which request this is: the peer may withdraw it (closeStream) and ask again on the same
+    # stream before its owner answers, and an answer must reach the request it was meant for.
+    request: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class PlayRequested(Event):
-    """Answer with ``accept_play`` or ``refuse_play``."""
+    """Answer with ``accept_play`` or ``refuse_play`` (passing ``request``)."""
 
     stream_id: int
     app: str
     name: str
     query: dict[str, str]
+    request: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +184,12 @@ class TimestampUnwrapper:
 
 @dataclass(slots=True)
 class _Stream:
+    """One message stream made by createStream: its role changes only through the peer's
+    publish/play/closeStream and the owner's answers, never by a later createStream."""
+
     role: _Role = _Role.IDLE
     target: StreamTarget | None = None
+    request: int = 0  # the publish/play request being answered or in force
     clock: TimestampUnwrapper = field(default_factory=TimestampUnwrapper)
 
 
@@ -200,17 +210,24 @@ class RtmpServerSession:
         *,
         peer: str = "",
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        pending_budget: PendingBudget | None = None,
         window_ack_size: int = DEFAULT_WINDOW_ACK_SIZE,
     ) -> None:
         self.peer = peer
         self._handshake = ServerHandshake()
-        self._reader = ChunkReader(max_message_size=max_message_size)
+        self._reader = ChunkReader(
+            max_message_size=max_message_size,
+            max_pending_bytes=max_pending_bytes,
+            budget=pending_budget,
+        )
         self._writer = ChunkWriter()
         self._window_ack_size = window_ack_size
         self._out = bytearray()
         self._phase = _Phase.HANDSHAKE
         self._streams: dict[int, _Stream] = {}
-        self._next_stream_id = 1
+        self._next_stream_id = 1  # ids are never handed out twice on one connection
+        self._requests = 0
         self.app = ""
         self.tc_url = ""
         self.connect_params: dict[str, Any] = {}
@@ -237,6 +254,11 @@ class RtmpServerSession:
     @property
     def bytes_received(self) -> int:
         return self._reader.bytes_received
+
+    @property
+    def pending_bytes(self) -> int:
+        """Memory held for messages not yet complete."""
+        return self._reader.held_bytes
 
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
@@ -270,7 +292,7 @@ class RtmpServerSession:
             if ack is not None:
                 self._out += self._writer.acknowledgement(ack)
         except (HandshakeError, ChunkError, amf0.AmfError, _Refusal) as exc:
-            self._phase = _Phase.CLOSED
+            self._close()
             events.append(ProtocolError(str(exc)))
         return events
 
@@ -280,9 +302,13 @@ class RtmpServerSession:
             events.append(ProtocolError("connection closed during the handshake"))
         elif self._reader.in_message and not self.should_close:
             events.append(ProtocolError("connection closed in the middle of a message"))
-        self._phase = _Phase.CLOSED
+        self._close()
         events.append(Closed())
         return events
+
+    def _close(self) -> None:
+        self._phase = _Phase.CLOSED
+        self._reader.discard()  # gives back what unfinished messages held (server-wide budget)
 
     def _handle(self, msg: RtmpMessage, events: list[Event]) -> None:
         kind = msg.type_id
@@ -468,14 +494,23 @@ class RtmpServerSession:
         self._streams[new_id] = _Stream()
         self._send_command(0, "_result", txn, None, float(new_id))
 
-    def _stream_for(self, stream_id: int) -> _Stream:
-        """The stream a publish/play arrives on. Clients that skip createStream get one."""
+    def _stream_for(self, stream_id: int, action: str) -> _Stream:
+        """The stream a publish/play arrives on: one that createStream made (every client we
+        know asks for one first; a stream that appeared on its own could later collide with
+        the id createStream hands out)."""
         stream = self._streams.get(stream_id)
         if stream is None:
-            if stream_id == 0 or len(self._streams) >= MAX_STREAMS_PER_CONNECTION:
-                raise _Refusal(f"publish/play on message stream {stream_id}, never created")
-            stream = self._streams[stream_id] = _Stream()
+            raise _Refusal(f"{action} on message stream {stream_id}, which createStream never made")
+        if stream.role is not _Role.IDLE:
+            raise _Refusal(f"{action} on stream {stream_id}, which is already {stream.role.value}")
         return stream
+
+    def _new_request(self, stream: _Stream, role: _Role, target: StreamTarget) -> int:
+        self._requests += 1
+        stream.role = role
+        stream.target = target
+        stream.request = self._requests
+        return self._requests
 
     def _target(
         self, args: list[Any], stream_id: int, action: str, events: list[Event]
@@ -499,31 +534,27 @@ class RtmpServerSession:
     def _cmd_publish(
         self, txn: float, obj: Any, args: list[Any], stream_id: int, events: list[Event]
     ) -> None:
-        stream = self._stream_for(stream_id)
-        if stream.role is not _Role.IDLE:
-            raise _Refusal(f"publish on stream {stream_id}, which is already {stream.role.value}")
+        stream = self._stream_for(stream_id, "publish")
         target = self._target(args, stream_id, "publish", events)
         if target is None:
             return
         publish_type = args[1] if len(args) > 1 and isinstance(args[1], str) else "live"
-        stream.role = _Role.PUBLISH_PENDING
-        stream.target = target
+        request = self._new_request(stream, _Role.PUBLISH_PENDING, target)
         events.append(
-            PublishRequested(stream_id, target.app, target.stream, target.query, publish_type)
+            PublishRequested(
+                stream_id, target.app, target.stream, target.query, publish_type, request
+            )
         )
 
     def _cmd_play(
         self, txn: float, obj: Any, args: list[Any], stream_id: int, events: list[Event]
     ) -> None:
-        stream = self._stream_for(stream_id)
-        if stream.role is not _Role.IDLE:
-            raise _Refusal(f"play on stream {stream_id}, which is already {stream.role.value}")
+        stream = self._stream_for(stream_id, "play")
         target = self._target(args, stream_id, "play", events)
         if target is None:
             return
-        stream.role = _Role.PLAY_PENDING
-        stream.target = target
-        events.append(PlayRequested(stream_id, target.app, target.stream, target.query))
+        request = self._new_request(stream, _Role.PLAY_PENDING, target)
+        events.append(PlayRequested(stream_id, target.app, target.stream, target.query, request))
 
     def _end_stream(self, stream_id: int, events: list[Event]) -> None:
         stream = self._streams.get(stream_id)
@@ -603,31 +634,58 @@ class RtmpServerSession:
         pass
 
     # --------------------------------------------------------------- owner's answers
+    #
+    # Events are handed out in batches, so by the time the owner answers a request the peer
+    # may have withdrawn it (closeStream, deleteStream, FCUnpublish), asked again, or broken
+    # the connection. An answer that no longer fits is therefore not an error: it does
+    # nothing and returns False, and the owner must not act on it (register nothing).
 
-    def _require(self, stream_id: int, role: _Role) -> _Stream:
+    def _pending(self, stream_id: int, role: _Role, request: int | None) -> _Stream | None:
         stream = self._streams.get(stream_id)
-        if stream is None or stream.role is not role:
-            raise ValueError(f"stream {stream_id} is not {role.value}")
+        if self._phase is not _Phase.CONNECTED or self.should_close or stream is None:
+            return None
+        if stream.role is not role or (request is not None and stream.request != request):
+            return None
         return stream
 
-    def accept_publish(self, stream_id: int) -> None:
-        stream = self._require(stream_id, _Role.PUBLISH_PENDING)
+    def awaiting_answer(self, stream_id: int, request: int | None = None) -> bool:
+        """Whether a publish/play on ``stream_id`` (that ``request``, if given) still waits."""
+        return any(
+            self._pending(stream_id, role, request) is not None
+            for role in (_Role.PUBLISH_PENDING, _Role.PLAY_PENDING)
+        )
+
+    def accept_publish(self, stream_id: int, request: int | None = None) -> bool:
+        stream = self._pending(stream_id, _Role.PUBLISH_PENDING, request)
+        if stream is None:
+            return False
         stream.role = _Role.PUBLISHING
         name = stream.target.stream if stream.target else ""
         self._out += self._writer.user_control(UC_STREAM_BEGIN, struct.pack(">I", stream_id))
         self._send_status(stream_id, "status", "NetStream.Publish.Start", f"{name} is published.")
+        return True
 
     def refuse_publish(
-        self, stream_id: int, code: str = "NetStream.Publish.BadName", description: str = ""
-    ) -> None:
+        self,
+        stream_id: int,
+        code: str = "NetStream.Publish.BadName",
+        description: str = "",
+        request: int | None = None,
+    ) -> bool:
         """Says why, then the session wants to close (``should_close``)."""
-        stream = self._require(stream_id, _Role.PUBLISH_PENDING)
+        stream = self._pending(stream_id, _Role.PUBLISH_PENDING, request)
+        if stream is None:
+            return False
         stream.role = _Role.IDLE
+        stream.target = None
         self._send_status(stream_id, "error", code, description or code)
         self.should_close = True
+        return True
 
-    def accept_play(self, stream_id: int) -> None:
-        stream = self._require(stream_id, _Role.PLAY_PENDING)
+    def accept_play(self, stream_id: int, request: int | None = None) -> bool:
+        stream = self._pending(stream_id, _Role.PLAY_PENDING, request)
+        if stream is None:
+            return False
         stream.role = _Role.PLAYING
         name = stream.target.stream if stream.target else ""
         self._out += self._writer.user_control(UC_STREAM_BEGIN, struct.pack(">I", stream_id))
@@ -636,16 +694,38 @@ class RtmpServerSession:
         )
         self._send_status(stream_id, "status", "NetStream.Play.Start", f"Started playing {name}.")
         self._send_data(stream_id, "|RtmpSampleAccess", True, True)
+        return True
 
     def refuse_play(
         self,
         stream_id: int,
         code: str = "NetStream.Play.StreamNotFound",
         description: str = "",
-    ) -> None:
-        stream = self._require(stream_id, _Role.PLAY_PENDING)
+        request: int | None = None,
+    ) -> bool:
+        stream = self._pending(stream_id, _Role.PLAY_PENDING, request)
+        if stream is None:
+            return False
         stream.role = _Role.IDLE
+        stream.target = None
         self._send_status(stream_id, "error", code, description or code)
+        return True
+
+    def publishing(self) -> dict[int, StreamTarget]:
+        """The streams whose publish was accepted and not ended, by message stream id."""
+        return self._in_role(_Role.PUBLISHING)
+
+    def playing(self) -> dict[int, StreamTarget]:
+        return self._in_role(_Role.PLAYING)
+
+    def _in_role(self, role: _Role) -> dict[int, StreamTarget]:
+        if self._phase is _Phase.CLOSED:
+            return {}
+        return {
+            sid: s.target
+            for sid, s in self._streams.items()
+            if s.role is role and s.target is not None
+        }
 
     def send_media(self, stream_id: int, kind: int, timestamp: int, payload: bytes) -> None:
         """Queues one FLV tag body (audio 8, video 9, data 18) for a playing stream."""
@@ -679,15 +759,21 @@ class RtmpServerSession:
             stream_id, DATA_KIND, timestamp, amf0.encode("onMetaData", amf0.ECMAArray(metadata))
         )
 
-    def send_stream_eof(self, stream_id: int) -> None:
-        """Tells a player the stream ended (the publisher left)."""
-        stream = self._require(stream_id, _Role.PLAYING)
+    def send_stream_eof(self, stream_id: int) -> bool:
+        """Tells a player the stream ended (the publisher left); False if it stopped playing."""
+        stream = self._streams.get(stream_id)
+        if self._phase is not _Phase.CONNECTED or stream is None:
+            return False
+        if stream.role is not _Role.PLAYING:
+            return False
         stream.role = _Role.IDLE
+        stream.target = None
         self._out += self._writer.user_control(UC_STREAM_EOF, struct.pack(">I", stream_id))
         self._send_status(
             stream_id, "status", "NetStream.Play.UnpublishNotify", "The stream was unpublished."
         )
         self._send_status(stream_id, "status", "NetStream.Play.Stop", "Stopped playing.")
+        return True
 
     def ping(self, timestamp: int) -> None:
         self._out += self._writer.user_control(

@@ -501,3 +501,129 @@ def test_media_chunks_are_the_same_for_every_player_and_read_back_in_order() -> 
         (MessageType.AUDIO, 0xFFFFFF + 6, audio),
         (MessageType.VIDEO, 0xFFFFFF + 45, video),
     ]
+
+
+# ----------------------------------------------------------------------------- one state per stream
+
+
+def test_publish_before_create_stream_is_a_protocol_error() -> None:
+    # The ghost-stream trick: publish on stream 1 first, then createStream hands out 1 again.
+    d = SessionDriver()
+    d.connect()
+    events = d.send(d.client.command("publish", None, "ghost", "live", stream_id=1))
+    assert "createStream never made" in protocol_error(events)
+    assert not [e for e in events if isinstance(e, PublishRequested)]
+    assert d.session.closed and d.session.publishing() == {}
+
+
+def test_play_before_create_stream_is_a_protocol_error() -> None:
+    d = SessionDriver()
+    d.connect()
+    events = d.send(d.client.command("play", None, "cam", stream_id=1))
+    assert "createStream never made" in protocol_error(events)
+    assert not [e for e in events if isinstance(e, PlayRequested)]
+
+
+def test_a_later_create_stream_never_replaces_a_publishing_stream() -> None:
+    d = SessionDriver()
+    sid, events = d.publish("first")
+    assert d.session.accept_publish(sid, only(events, PublishRequested).request)
+    other = d.create_stream()
+    assert other != sid
+    assert {k: t.stream for k, t in d.session.publishing().items()} == {sid: "first"}
+    events = d.send(d.client.command("publish", None, "second", "live", stream_id=other))
+    assert d.session.accept_publish(other, only(events, PublishRequested).request)
+    assert {k: t.stream for k, t in d.session.publishing().items()} == {
+        sid: "first",
+        other: "second",
+    }
+    # A second publish on a stream that is publishing cannot replace it either.
+    events = d.send(d.client.command("publish", None, "third", "live", stream_id=sid))
+    assert "already publishing" in protocol_error(events)
+
+
+def test_second_play_on_a_playing_stream_is_a_protocol_error() -> None:
+    d = SessionDriver()
+    d.connect()
+    sid = d.create_stream()
+    request = only(d.send(d.client.command("play", None, "a", stream_id=sid)), PlayRequested)
+    assert d.session.accept_play(sid, request.request)
+    events = d.send(d.client.command("play", None, "b", stream_id=sid))
+    assert "already playing" in protocol_error(events)
+
+
+def test_answers_to_a_withdrawn_request_do_nothing() -> None:
+    # publish, closeStream and publish again arrive in one read: the owner sees both
+    # requests before it can answer the first one.
+    d = SessionDriver()
+    d.connect()
+    sid = d.create_stream()
+    c = d.client
+    events = d.send(
+        c.command("publish", None, "one", "live", stream_id=sid)
+        + c.command("closeStream", None, stream_id=sid)
+        + c.command("publish", None, "two", "live", stream_id=sid)
+    )
+    first, second = [e for e in events if isinstance(e, PublishRequested)]
+    assert [type(e) for e in events] == [PublishRequested, Unpublished, PublishRequested]
+    assert not d.session.awaiting_answer(sid, first.request)
+    assert d.session.awaiting_answer(sid, second.request)
+    assert d.session.accept_publish(sid, first.request) is False
+    assert d.session.refuse_publish(sid, request=first.request) is False
+    assert d.session.data_to_send() == b""  # nothing went out for the withdrawn one
+    assert d.session.accept_publish(sid, second.request) is True
+    assert {k: t.stream for k, t in d.session.publishing().items()} == {sid: "two"}
+
+
+def test_answers_after_the_connection_broke_do_nothing() -> None:
+    d = SessionDriver()
+    d.connect()
+    sid = d.create_stream()
+    c = d.client
+    events = d.send(
+        c.command("play", None, "cam", stream_id=sid)
+        + c.command("publish", None, "x", "live", stream_id=sid + 5)
+    )
+    request = only(events, PlayRequested)
+    assert isinstance(events[-1], ProtocolError)
+    assert d.session.accept_play(sid, request.request) is False
+    assert d.session.refuse_play(sid, request=request.request) is False
+    assert d.session.send_stream_eof(sid) is False
+    assert d.session.playing() == {}
+
+
+def test_unfinished_messages_are_given_back_when_the_session_closes() -> None:
+    from app.rtmp.chunk import PendingBudget
+
+    budget = PendingBudget(64 * 1024 * 1024)
+    d = SessionDriver(RtmpServerSession(peer="t", pending_budget=budget))
+    sid, _ = d.publish("cam")
+    frame = d.client.writer.write(6, MessageType.VIDEO, sid, 0, AVC_KEYFRAME + bytes(50_000))
+    d.send(frame[:30_000])
+    assert budget.held == d.session.pending_bytes > 20_000
+    d.send(b"")
+    assert budget.held == 0 and d.session.pending_bytes == 0
+
+
+def test_four_big_messages_started_at_once_close_the_session() -> None:
+    # Four 8 MiB messages with 7 MiB of each sent: more than one connection may hold.
+    d = SessionDriver()
+    sid, _ = d.publish("cam")
+    w = d.client.writer
+    d.send(w.set_chunk_size(65536))
+    size, sent = 8 * 1024 * 1024, 7 * 1024 * 1024
+    messages = [w.write(4 + i, MessageType.VIDEO, sid, 0, bytes(size)) for i in range(4)]
+    header = 12  # basic header and a type-0 message header; continuations are one byte
+
+    def chunk(data: bytes, k: int) -> bytes:
+        start = 0 if k == 0 else header + 65536 + (k - 1) * 65537
+        return data[start : header + 65536 if k == 0 else start + 65537]
+
+    error = ""
+    for k in range(sent // 65536):
+        events = d.send(b"".join(chunk(m, k) for m in messages))
+        error = error or next((e.reason for e in events if isinstance(e, ProtocolError)), "")
+        if d.session.closed:
+            break
+    assert "unfinished messages" in error
+    assert d.session.pending_bytes == 0
