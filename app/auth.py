@@ -27,6 +27,9 @@ PLAY_FAILED = "NetStream.Play.Failed"
 # Query parameters that are secrets: kept for the auth hook, removed from event callbacks.
 SECRET_PARAMS = frozenset({"txSecret", "txTime"})
 MAX_TX_TIME_DIGITS = 16  # a 64-bit time; anything longer is not a time
+# How far ahead an expiry may be. A decimal Unix time read as hex lands centuries ahead, so
+# without a horizon such a URL would never expire.
+DEFAULT_MAX_TTL = 7 * 24 * 3600.0
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
@@ -62,7 +65,13 @@ def _refuse(reason: str) -> PushVerdict:
 
 
 def check_push(
-    stream_name: str, query: Mapping[str, str], keys: PushKeys, now: float, *, kind: str = "push"
+    stream_name: str,
+    query: Mapping[str, str],
+    keys: PushKeys,
+    now: float,
+    *,
+    kind: str = "push",
+    max_ttl: float = DEFAULT_MAX_TTL,
 ) -> PushVerdict:
     if not keys.enabled:
         return PushVerdict(True, "push authentication is off")
@@ -83,14 +92,25 @@ def check_push(
         return _refuse(f"txSecret does not match the {kind} key")
     if now > expires_at:
         return _refuse(f"txTime has passed: the {kind} URL expired")
+    if expires_at - now > max_ttl:
+        return _refuse(
+            f"txTime {tx_time} expires {expires_at - now:.0f} s from now, beyond the "
+            f"{max_ttl:.0f} s horizon: txTime is a hexadecimal Unix time (a decimal time "
+            "reads as a date centuries ahead)"
+        )
     return PushVerdict(True, "signature valid")
 
 
 def check_play(
-    stream_name: str, query: Mapping[str, str], keys: PushKeys, now: float
+    stream_name: str,
+    query: Mapping[str, str],
+    keys: PushKeys,
+    now: float,
+    *,
+    max_ttl: float = DEFAULT_MAX_TTL,
 ) -> PushVerdict:
     """The push rule with the play keys; a refusal carries RTMP's play refusal code."""
-    verdict = check_push(stream_name, query, keys, now, kind="play")
+    verdict = check_push(stream_name, query, keys, now, kind="play", max_ttl=max_ttl)
     if verdict.ok:
         return verdict if keys.enabled else PushVerdict(True, "play authentication is off")
     return PushVerdict(False, verdict.reason, PLAY_FAILED)

@@ -86,3 +86,19 @@ def test_backup_key_alone_turns_auth_on() -> None:
     assert not check_push("cam", {}, keys, NOW).ok
     assert check_push("cam", sign_push("b", "cam", NOW + 5), keys, NOW).ok
     assert not check_push("cam", sign_push("", "cam", NOW + 5), keys, NOW).ok
+
+
+def test_expiry_beyond_the_horizon_is_refused_saying_tx_time_is_hex() -> None:
+    # A signer's mistake: the expiry written in decimal reads, as hex, centuries ahead.
+    decimal = str(NOW - 365 * 24 * 3600)
+    query = {"txTime": decimal, "txSecret": push_secret("primary-key", "cam", decimal)}
+    verdict = check_push("cam", query, KEYS, NOW)
+    assert not verdict.ok and verdict.status_code == BAD_AUTH
+    assert "hexadecimal" in verdict.reason and "horizon" in verdict.reason
+    # Within the horizon it is fine; the horizon is the caller's to set.
+    week = sign_push("primary-key", "cam", NOW + 6 * 24 * 3600)
+    assert check_push("cam", week, KEYS, NOW).ok
+    assert not check_push("cam", week, KEYS, NOW, max_ttl=3600).ok
+    # A wrong signature is told as such, whatever its txTime says.
+    forged = {"txTime": decimal, "txSecret": "0" * 32}
+    assert "does not match" in check_push("cam", forged, KEYS, NOW).reason
