@@ -13,12 +13,14 @@ results back with ``loop.call_soon_threadsafe``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal, Protocol
 
 from app.media.flv import TagType, parse_audio_tag, parse_video_tag
@@ -69,6 +71,21 @@ class StreamKey:
 
 class StreamBusyError(Exception):
     """The stream name already has a live publisher."""
+
+
+class TakeoverPolicy(StrEnum):
+    """When a new publish of a live name replaces the publisher it has."""
+
+    STALE = "stale"  # only one that has sent nothing for a while (a dropped network)
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+# A taken-over stream's new timeline starts this far after the last packet of the previous
+# publisher, so players see time go on instead of jumping back to the new encoder's zero.
+TAKEOVER_GAP_MS = 100
+
+PublisherEnded = Callable[[str], None]
 
 
 def _is_media(packet: MediaPacket) -> bool:
@@ -442,6 +459,48 @@ class StreamStats:
     warnings: tuple[str, ...]
 
 
+class Publisher:
+    """One publisher's hold on a stream. What it sends reaches the stream only while it holds
+    it; a takeover or a kick ends the hold and tells its owner through ``on_end``."""
+
+    def __init__(
+        self, stream: Stream, remote: str, on_end: PublisherEnded | None, rebase: bool
+    ) -> None:
+        self.stream = stream
+        self.remote = remote
+        self.on_end = on_end
+        # A publisher taking over a stream starts where the previous one stopped (None: the
+        # offset is set by its first packet).
+        self._offset: int | None = None if rebase else 0
+
+    @property
+    def holds(self) -> bool:
+        return self.stream.publisher is self and not self.stream.closed
+
+    def push(self, packet: MediaPacket) -> None:
+        if not self.holds:
+            return
+        if self._offset is None:
+            last = self.stream.source.last_timestamp
+            self._offset = last + TAKEOVER_GAP_MS - packet.timestamp
+        if self._offset:
+            packet = dataclasses.replace(packet, timestamp=packet.timestamp + self._offset)
+        self.stream.source.push(packet)
+
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        if self.holds:
+            self.stream.set_metadata(metadata)
+
+    def close(self) -> None:
+        """The publisher left: the stream ends, unless someone else holds it by now."""
+        if self.holds:
+            self.stream.hub.close_stream(self.stream)
+
+    def _end(self, reason: str) -> None:
+        if self.on_end is not None:
+            self.on_end(reason)
+
+
 class Stream:
     """A live stream: its publisher's packets, what players get, and its stats."""
 
@@ -461,11 +520,16 @@ class Stream:
         # What the publisher should change, in words (shown in the stream's status).
         self.warnings: list[str] = []
         self._last_keyframe_ts: int | None = None
-        self.on_kick: Callable[[], None] | None = None
+        self.publisher = Publisher(self, remote, None, rebase=False)
+        self.last_input = time.monotonic()  # when the source last got a packet
         self.closed = False
         self.processor: Processor | None = None
         # After a processor is removed, source video resumes on output at the next keyframe.
         self._passthrough_waits_keyframe = False
+        # After a takeover, the new publisher's onMetaData goes to late joiners only: FFmpeg's
+        # FLV demuxer takes an onMetaData in mid-stream for a new stream, which players that
+        # fix their streams when they open (PyAV) cannot handle; decoders follow the SPS.
+        self._metadata_to_cache_only = False
         self._meter = _RateMeter()
         self.source.listeners.append(self._on_source_packet)
 
@@ -492,6 +556,10 @@ class Stream:
             self.codec.width, self.codec.height = int(w), int(h)
 
     def _on_source_packet(self, packet: MediaPacket) -> None:
+        self.last_input = time.monotonic()
+        if packet.kind is TagType.DATA and self._metadata_to_cache_only:
+            self.output.metadata = packet
+            return
         is_frame = packet.kind is TagType.VIDEO and not packet.sequence_header
         self._meter.add(packet.size, 1 if is_frame else 0)
         if is_frame:
@@ -555,10 +623,24 @@ class Stream:
         return self._meter.rates()
 
     def kick(self) -> None:
-        if self.on_kick is not None:
-            self.on_kick()
-        else:
-            self.hub.close_stream(self)
+        """Ends the stream (the operator's DELETE) and tells its publisher to go."""
+        publisher = self.publisher
+        self.hub.close_stream(self)
+        publisher._end("kicked by the operator")
+
+    def _take_over(self, publisher: Publisher, query: dict[str, str]) -> Publisher:
+        """A new publisher continues this stream: players stay, and video resumes on output at
+        its first keyframe, preceded by its sequence header."""
+        previous = self.publisher
+        self.publisher = publisher
+        self.query = dict(query)
+        self.remote = publisher.remote
+        self.last_input = time.monotonic()
+        self._metadata_to_cache_only = True
+        self._last_keyframe_ts = None
+        if self.processor is None:
+            self._passthrough_waits_keyframe = True
+        return previous
 
     def close(self) -> None:
         self.hub.close_stream(self)
@@ -626,6 +708,7 @@ class HubCounters:
     bytes_out: int = 0
     dropped_frames: int = 0
     streams_started: int = 0
+    takeovers: int = 0
     # The latest refused push per stream name (wall time, reason), so a waiting player can
     # say why nothing plays; bounded, oldest forgotten first.
     last_refusals: dict[StreamKey, tuple[float, str]] = field(default_factory=dict)
@@ -640,25 +723,75 @@ class HubCounters:
 
 
 class Hub:
-    def __init__(self, player_queue_seconds: float = 4.0) -> None:
+    def __init__(
+        self,
+        player_queue_seconds: float = 4.0,
+        *,
+        takeover: TakeoverPolicy | str = TakeoverPolicy.STALE,
+        stale_seconds: float = 3.0,
+    ) -> None:
         self.max_buffer_ms = int(player_queue_seconds * 1000)
+        self.takeover = TakeoverPolicy(takeover)
+        self.stale_seconds = stale_seconds
         self._streams: dict[StreamKey, Stream] = {}
         self.counters = HubCounters()
         self.on_stream_opened: list[StreamListener] = []
         self.on_stream_closed: list[StreamListener] = []
         self._closing: set[asyncio.Task[None]] = set()
 
-    def open_publisher(self, key: StreamKey, query: dict[str, str], remote: str) -> Stream:
-        if key in self._streams:
-            self.counters.refused("busy")
-            raise StreamBusyError(f"stream {key} already has a publisher")
+    def open_publisher(
+        self,
+        key: StreamKey,
+        query: dict[str, str],
+        remote: str,
+        *,
+        on_end: PublisherEnded | None = None,
+    ) -> Stream:
+        """The stream ``key`` with this publisher holding it (``stream.publisher``): a new
+        stream, or a live one taken over under the takeover policy; ``on_end(reason)`` is
+        called if a kick or a takeover ends the hold. Raises StreamBusyError otherwise."""
+        current = self._streams.get(key)
+        if current is not None:
+            refusal = self._takeover_refusal(current, query, remote)
+            if refusal is not None:
+                self.counters.refused("busy", key)
+                raise StreamBusyError(f"stream {key} already has a publisher ({refusal})")
+            silent = time.monotonic() - current.last_input
+            previous = current._take_over(Publisher(current, remote, on_end, True), query)
+            self.counters.takeovers += 1
+            log.info(
+                "stream %s taken over by %s (previous publisher %s silent for %.1f s)",
+                key,
+                remote,
+                previous.remote,
+                silent,
+            )
+            previous._end(f"{key} taken over by a new publisher from {remote}")
+            return current
         stream = Stream(self, key, query, remote, self.max_buffer_ms)
+        stream.publisher.on_end = on_end
         self._streams[key] = stream
         self.counters.streams_started += 1
         log.info("stream %s published from %s", key, remote)
         for listener in self.on_stream_opened:
             listener(stream)
         return stream
+
+    def _takeover_refusal(self, stream: Stream, query: dict[str, str], remote: str) -> str | None:
+        """Why a new publish may not take ``stream`` over (None: it may)."""
+        if self.takeover is TakeoverPolicy.NEVER:
+            return "publisher takeover is off"
+        if stream.publisher.remote == remote:
+            return "the same connection publishes it"
+        if query.get("roirecognition") != stream.query.get("roirecognition"):
+            # Another template is another output: the live one cannot carry on as it is.
+            return "the new publish names another ROI template"
+        if self.takeover is TakeoverPolicy.ALWAYS:
+            return None
+        silent = time.monotonic() - stream.last_input
+        if silent < self.stale_seconds:
+            return f"it sent media {silent:.1f} s ago"
+        return None
 
     def get(self, key: StreamKey) -> Stream | None:
         return self._streams.get(key)
@@ -708,10 +841,12 @@ __all__ = [
     "CodecInfo",
     "Hub",
     "Processor",
+    "Publisher",
     "Stream",
     "StreamBusyError",
     "StreamKey",
     "StreamStats",
     "Subscription",
+    "TakeoverPolicy",
     "Track",
 ]

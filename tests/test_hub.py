@@ -292,3 +292,82 @@ async def test_latest_refused_push_per_stream_is_remembered_within_a_bound() -> 
     assert StreamKey("live", "s0") not in refusals, "the oldest is forgotten first"
     assert list(refusals)[-1] == StreamKey("live", "s10")
     assert hub.counters.refused_pushes == {"auth": MAX_REMEMBERED_REFUSALS + 6, "busy": 1}
+
+
+# ----------------------------------------------------------------------------- publisher lifecycle
+
+
+async def test_kick_always_ends_the_stream_and_tells_its_publisher() -> None:
+    hub = Hub()
+    told: list[str] = []
+    stream = hub.open_publisher(KEY, {}, "a", on_end=told.append)
+    sub = stream.output.subscribe("player")
+    stream.kick()
+    assert hub.get(KEY) is None and stream.closed
+    assert told == ["kicked by the operator"]
+    assert await sub.get() is None
+    # Even with an owner that ignores the call, nothing is left: the name is free again.
+    ghost = hub.open_publisher(KEY, {}, "b", on_end=lambda _reason: None)
+    ghost.kick()
+    assert hub.get(KEY) is None
+    hub.open_publisher(KEY, {}, "c")
+
+
+async def test_takeover_policy() -> None:
+    never = Hub(takeover="never")
+    never.open_publisher(KEY, {}, "a")
+    with pytest.raises(StreamBusyError, match="takeover is off"):
+        never.open_publisher(KEY, {}, "b")
+
+    always = Hub(takeover="always")
+    first = always.open_publisher(KEY, {}, "a")
+    assert always.open_publisher(KEY, {}, "b") is first and first.remote == "b"
+    with pytest.raises(StreamBusyError, match="same connection"):
+        always.open_publisher(KEY, {}, "b")
+    with pytest.raises(StreamBusyError, match="another ROI template"):
+        always.open_publisher(KEY, {"roirecognition": "t"}, "c")
+
+    stale = Hub(takeover="stale", stale_seconds=0.2)
+    stream = stale.open_publisher(KEY, {}, "a")
+    stream.publisher.push(video(0, key=True))
+    with pytest.raises(StreamBusyError, match="sent media"):
+        stale.open_publisher(KEY, {}, "b")
+    await asyncio.sleep(0.25)
+    assert stale.open_publisher(KEY, {}, "b") is stream
+    assert stale.counters.takeovers == 1 and stale.counters.refused_pushes["busy"] == 1
+
+
+async def test_takeover_keeps_players_and_resumes_at_the_new_keyframe() -> None:
+    hub = Hub(takeover="always")
+    ended: list[str] = []
+    stream = hub.open_publisher(KEY, {}, "old", on_end=ended.append)
+    old = stream.publisher
+    for p in (video(0, seq=True), video(0, key=True), video(40), video(80)):
+        old.push(p)
+    sub = stream.output.subscribe("player")
+    drain(sub)
+
+    assert hub.open_publisher(KEY, {"txTime": "1"}, "new") is stream
+    new = stream.publisher
+    assert ended == [f"{KEY} taken over by a new publisher from new"]
+    assert not old.holds and new.holds and stream.query == {"txTime": "1"}
+    old.push(video(120))  # a late packet of the old publisher goes nowhere
+    old.close()  # nor does its leaving end the stream
+    assert hub.get(KEY) is stream and not stream.closed
+
+    new_header = video(0, seq=True, size=7)
+    for p in (audio(0, seq=True), new_header, video(0), video(40, key=True), video(80)):
+        new.push(p)
+    got = drain(sub)
+    # Audio goes on; video waits for the new keyframe and starts with the new header; the
+    # new timeline continues after the old one instead of starting again at zero.
+    assert [(p.kind, p.sequence_header, p.keyframe) for p in got] == [
+        (TagType.AUDIO, True, False),
+        (TagType.VIDEO, True, False),
+        (TagType.VIDEO, False, True),
+        (TagType.VIDEO, False, False),
+    ]
+    assert got[1].payload == new_header.payload
+    assert [p.timestamp for p in got] == [180, 180, 220, 260]
+    new.close()
+    assert hub.get(KEY) is None and await sub.get() is None
