@@ -160,11 +160,12 @@ class Gate:
 
     push: PushKeys = PushKeys()
     play: PushKeys = PushKeys()
+    max_ttl: float = DEFAULT_MAX_TTL  # how far ahead a txTime may lie
 
     def check(self, request: AccessRequest, now: float) -> PushVerdict:
         if request.action == "publish":
-            return check_push(request.stream, request.query, self.push, now)
-        return check_play(request.stream, request.query, self.play, now)
+            return check_push(request.stream, request.query, self.push, now, max_ttl=self.max_ttl)
+        return check_play(request.stream, request.query, self.play, now, max_ttl=self.max_ttl)
 
 
 def signatures_only(gate: Gate, clock: Callable[[], float]) -> Admit:

@@ -19,6 +19,20 @@ class Settings(BaseSettings):
     database_url: str = ""
     push_key: str = ""
     push_backup_key: str = ""
+    # Signed push URLs expiring further ahead than this are refused (txTime is hex).
+    push_max_ttl: float = Field(7 * 24 * 3600.0, gt=0)
+    # Whether a new publish of a live name replaces its publisher: "stale" only one silent
+    # for publisher_stale_seconds (a dropped network), "always", or "never".
+    publisher_takeover: Literal["stale", "always", "never"] = "stale"
+    publisher_stale_seconds: float = Field(3.0, gt=0)
+    # RTMP connection bounds: seconds to finish the handshake and connect; seconds a connected
+    # client may go without publishing or playing; seconds a publisher may stay silent.
+    rtmp_handshake_timeout: float = Field(10.0, gt=0)
+    rtmp_connect_timeout: float = Field(15.0, gt=0)
+    rtmp_idle_timeout: float = Field(30.0, gt=0)
+    # Bytes that partly received RTMP messages may hold, per connection and server-wide.
+    rtmp_max_pending_bytes: int = Field(12 * 1024 * 1024, ge=1024 * 1024)
+    rtmp_max_pending_bytes_total: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
     api_token: str = ""
     template_activation_delay: float = Field(300.0, ge=0)
     encoder: str = "auto"

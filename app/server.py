@@ -43,6 +43,7 @@ from app.roi.controller import RoiController
 from app.roi.detect import RecognitionModel, load_model
 from app.roi.registry import ModelCatalog
 from app.rtmp.client import RtmpPublishSession
+from app.rtmp.metrics import RtmpCollector
 from app.rtmp.server import RtmpServer
 from app.rtmp.tls import server_context
 from app.templates.store import TemplateChange, TemplateStore
@@ -56,7 +57,11 @@ class Relay:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.hub = Hub(player_queue_seconds=settings.player_queue_seconds)
+        self.hub = Hub(
+            player_queue_seconds=settings.player_queue_seconds,
+            takeover=settings.publisher_takeover,
+            stale_seconds=settings.publisher_stale_seconds,
+        )
         self.hooks = Hooks(settings, self.hub)
         self.templates = TemplateStore(
             settings.resolved_database_url,
@@ -109,6 +114,7 @@ class Relay:
             body_limits(settings.http_max_body_bytes, settings.whep_max_offer_bytes),
         )
         self.rtmp = RtmpServer(self.hub, settings, admit=self.hooks.admission)
+        self.registry.register(RtmpCollector(self.rtmp))
         if self.cluster is not None:
             self.asgi_app = self.cluster.wire(self.asgi_app, self.rtmp, self.registry)
         self._uvicorn: uvicorn.Server | None = None

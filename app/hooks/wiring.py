@@ -57,6 +57,7 @@ class Hooks:
         gate = Gate(
             push=PushKeys(settings.push_key, settings.push_backup_key),
             play=PushKeys(settings.play_key, settings.play_backup_key),
+            max_ttl=settings.push_max_ttl,
         )
         self.play_protected = gate.play.enabled or self.hook is not None
         self.admission = Admission(

@@ -30,10 +30,11 @@ from app.auth import (
     signatures_only,
 )
 from app.config import Settings
-from app.hub import Hub, Stream, StreamBusyError, StreamKey, Subscription
+from app.hub import Hub, Publisher, Stream, StreamBusyError, StreamKey, Subscription
 from app.media.flv import FlvError, TagType
 from app.media.packet import MediaPacket
 from app.rtmp import session as rtmp
+from app.rtmp.chunk import PendingBudget
 from app.rtmp.session import RtmpServerSession
 from app.rtmp.tls import TlsAcceptor
 
@@ -52,6 +53,7 @@ class RtmpCounters:
     connections_open: int = 0
     players_open: int = 0
     protocol_errors: int = 0
+    timeouts: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
     refused: dict[str, int] = field(default_factory=dict)
@@ -69,8 +71,6 @@ class RtmpServer:
         counters: RtmpCounters | None = None,
         clock: Callable[[], float] = time.time,
         play_wait_seconds: float = 3.0,
-        handshake_timeout: float = 10.0,
-        idle_timeout: float = 30.0,
         admit: Admit | None = None,
     ) -> None:
         self.hub = hub
@@ -78,13 +78,21 @@ class RtmpServer:
         self.keys = PushKeys(settings.push_key, settings.push_backup_key)
         # Who may publish or play (app/auth.py); the composition root adds the auth hook.
         self.admit = admit or signatures_only(
-            Gate(self.keys, PushKeys(settings.play_key, settings.play_backup_key)), clock
+            Gate(
+                self.keys,
+                PushKeys(settings.play_key, settings.play_backup_key),
+                max_ttl=settings.push_max_ttl,
+            ),
+            clock,
         )
         self.counters = counters if counters is not None else RtmpCounters()
         self.clock = clock
         self.play_wait_seconds = play_wait_seconds
-        self.handshake_timeout = handshake_timeout
-        self.idle_timeout = idle_timeout
+        self.handshake_timeout = settings.rtmp_handshake_timeout
+        self.connect_timeout = settings.rtmp_connect_timeout
+        self.idle_timeout = settings.rtmp_idle_timeout
+        # What unfinished messages of all connections may hold together.
+        self.pending_budget = PendingBudget(settings.rtmp_max_pending_bytes_total)
         self.port = 0
         self.tls_port = 0
         self._servers: list[asyncio.Server] = []
@@ -98,6 +106,13 @@ class RtmpServer:
     @property
     def connections(self) -> frozenset[RtmpConnection]:
         return frozenset(self._connections)
+
+    def new_session(self, peer: str) -> RtmpServerSession:
+        return RtmpServerSession(
+            peer=peer,
+            max_pending_bytes=self.settings.rtmp_max_pending_bytes,
+            pending_budget=self.pending_budget,
+        )
 
     async def start(
         self, host: str, port: int, tls: ssl.SSLContext | None = None, *, reuse_port: bool = False
@@ -148,14 +163,20 @@ class RtmpServer:
 
 
 class RtmpConnection(asyncio.Protocol):
-    """One client connection: a session, its published streams and its players."""
+    """One client connection: a session, the publishers and players it registered.
+
+    Whatever the connection registers in the hub is in ``_publishers``/``_players`` (and
+    publishes awaiting admission in ``_admitting``) and is released by ``_release``, which
+    every way a connection ends goes through (``close``: refusal, protocol error, timeout,
+    kick, takeover, shutdown; ``connection_lost``: FIN, reset), so nothing outlives it.
+    """
 
     def __init__(self, server: RtmpServer) -> None:
         self.server = server
         self.peer = "?"
-        self.session = RtmpServerSession()
+        self.session = server.new_session(self.peer)
         self.transport: asyncio.Transport | None = None
-        self._publishers: dict[int, Stream] = {}
+        self._publishers: dict[int, Publisher] = {}
         self._players: dict[int, asyncio.Task[None]] = {}
         self._admitting: dict[int, asyncio.Task[None]] = {}  # publishes awaiting admission
         self._writable = asyncio.Event()
@@ -164,6 +185,7 @@ class RtmpConnection(asyncio.Protocol):
         self._last_input = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
         self._opened_at = time.monotonic()
+        self._unused_since = self._opened_at  # since when it has neither published nor played
 
     # --------------------------------------------------------------- transport callbacks
 
@@ -180,17 +202,16 @@ class RtmpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_input = time.monotonic()
         self.server.counters.bytes_in += len(data)
-        self._process(self.session.receive_data(data))
+        self._guarded(self.session.receive_data, data)
 
     def eof_received(self) -> bool:
-        self._process(self.session.receive_data(b""))
+        self._guarded(self.session.receive_data, b"")
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.session.closed:
-            events = self.session.receive_data(b"")
-            self._process(events)
-        self._release()
+            self._guarded(self.session.receive_data, b"")
+        self.close("connection lost" if exc is None else f"connection lost: {exc}")
         self.server._closed(self)
 
     def pause_writing(self) -> None:
@@ -201,37 +222,52 @@ class RtmpConnection(asyncio.Protocol):
 
     # --------------------------------------------------------------- plumbing
 
+    def _guarded(self, receive: Callable[[bytes], list[rtmp.Event]], data: bytes) -> None:
+        """Protocol errors arrive as events; anything raised here is a bug of ours, which
+        still ends only this connection (logged with its traceback, once)."""
+        try:
+            self._process(receive(data))
+        except Exception:
+            log.exception("%s: internal error handling RTMP input", self.peer)
+            self.close("internal error", abort=True)
+
     def _flush(self) -> None:
         data = self.session.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
             self.server.counters.bytes_out += len(data)
 
-    def close(self, reason: str) -> None:
-        """Flushes what is queued and closes this connection only."""
+    def close(self, reason: str, *, level: int = logging.INFO, abort: bool = False) -> None:
+        """Flushes what is queued (unless ``abort``: the peer is presumed gone) and closes
+        this connection only, releasing what it registered. Logs one line."""
         if self._closing:
             return
         self._closing = True
-        log.info("%s: closing RTMP connection: %s", self.peer, reason)
-        self._flush()
+        log.log(level, "%s: closing RTMP connection: %s", self.peer, reason)
         if self.transport is not None:
-            self.transport.close()
+            if abort:
+                self.transport.abort()
+            else:
+                self._flush()
+                self.transport.close()
         self._release()
 
     def _release(self) -> None:
-        """Ends what this connection held in the hub; safe to call more than once."""
+        """Ends what this connection registered in the hub and its unfinished messages."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for stream in self._publishers.values():
-            stream.close()
-        self._publishers.clear()
-        for task in self._players.values():
+        publishers, self._publishers = self._publishers, {}
+        for publisher in publishers.values():
+            publisher.close()
+        players, self._players = self._players, {}
+        for task in players.values():
             task.cancel()
-        self._players.clear()
-        for task in self._admitting.values():
+        admitting, self._admitting = self._admitting, {}
+        for task in admitting.values():
             task.cancel()
-        self._admitting.clear()
+        if not self.session.closed:
+            self.session.receive_data(b"")  # the session gives its unfinished messages back
 
     def _arm_timer(self) -> None:
         loop = asyncio.get_running_loop()
@@ -241,12 +277,21 @@ class RtmpConnection(asyncio.Protocol):
         self._timer = None
         if self._closing:
             return
+        server = self.server
         now = time.monotonic()
-        if not self.session.connected and now - self._opened_at > self.server.handshake_timeout:
-            self.close("no handshake and connect within the time limit")
-            return
-        if self._publishers and now - self._last_input > self.server.idle_timeout:
-            self.close(f"publisher silent for {self.server.idle_timeout:.0f} s")
+        reason = None
+        if not self.session.connected:
+            if now - self._opened_at > server.handshake_timeout:
+                reason = f"no handshake and connect within {server.handshake_timeout:g} s"
+        elif self._publishers or self._players or self._admitting:
+            self._unused_since = now
+            if self._publishers and now - self._last_input > server.idle_timeout:
+                reason = f"publisher silent for {server.idle_timeout:g} s"
+        elif now - self._unused_since > server.connect_timeout:
+            reason = f"connected but neither published nor played for {server.connect_timeout:g} s"
+        if reason is not None:
+            server.counters.timeouts += 1
+            self.close(reason)
             return
         self._arm_timer()
 
@@ -266,31 +311,23 @@ class RtmpConnection(asyncio.Protocol):
             case rtmp.MediaReceived(stream_id, kind, timestamp, payload):
                 self._on_media(stream_id, kind, timestamp, payload)
             case rtmp.MetadataReceived(stream_id, metadata, tag_payload, timestamp):
-                stream = self._publishers.get(stream_id)
-                if stream is not None:
-                    stream.set_metadata(metadata)
-                    stream.source.push(MediaPacket(TagType.DATA, timestamp, tag_payload))
-            case rtmp.PublishRequested(stream_id, app, name, query, _publish_type):
-                # Held (no answer, media ignored) until admitted, in this connection's task.
-                admitting = asyncio.get_running_loop().create_task(
-                    self._admit_publish(stream_id, StreamKey(app, name), query)
-                )
-                self._admitting[stream_id] = admitting
-                admitting.add_done_callback(partial(self._admitted, stream_id))
-            case rtmp.PlayRequested(stream_id, app, name, query):
-                task = asyncio.get_running_loop().create_task(
-                    self._play(stream_id, StreamKey(app, name), query)
-                )
-                self._players[stream_id] = task
-                task.add_done_callback(lambda _t, sid=stream_id: self._player_done(sid, _t))
+                publisher = self._publishers.get(stream_id)
+                if publisher is not None:
+                    publisher.set_metadata(metadata)
+                    publisher.push(MediaPacket(TagType.DATA, timestamp, tag_payload))
+            case rtmp.PublishRequested(stream_id, app, name, query, _publish_type, request):
+                if self.session.awaiting_answer(stream_id, request):
+                    self._start_admission(stream_id, request, StreamKey(app, name), query)
+            case rtmp.PlayRequested(stream_id, app, name, query, request):
+                self._start_player(stream_id, request, StreamKey(app, name), query)
             case rtmp.Unpublished(stream_id):
                 pending = self._admitting.pop(stream_id, None)
                 if pending is not None:
                     pending.cancel()
-                stream = self._publishers.pop(stream_id, None)
-                if stream is not None:
-                    log.info("%s: unpublished %s", self.peer, stream.key)
-                    stream.close()
+                publisher = self._publishers.pop(stream_id, None)
+                if publisher is not None:
+                    log.info("%s: unpublished %s", self.peer, publisher.stream.key)
+                    publisher.close()
             case rtmp.PlayStopped(stream_id):
                 task = self._players.pop(stream_id, None)
                 if task is not None:
@@ -302,8 +339,7 @@ class RtmpConnection(asyncio.Protocol):
                     self.server.hub.counters.refused("bad-name")
             case rtmp.ProtocolError(reason):
                 self.server.counters.protocol_errors += 1
-                log.warning("%s: RTMP protocol error: %s", self.peer, reason)
-                self.close(f"protocol error: {reason}")
+                self.close(f"RTMP protocol error: {reason}", level=logging.WARNING)
             case rtmp.Closed():
                 self.close("peer closed the connection")
             case rtmp.Connected(app, tc_url, _params):
@@ -317,47 +353,72 @@ class RtmpConnection(asyncio.Protocol):
                 )
 
     def _on_media(self, stream_id: int, kind: int, timestamp: int, payload: bytes) -> None:
-        stream = self._publishers.get(stream_id)
-        if stream is None:
+        publisher = self._publishers.get(stream_id)
+        if publisher is None:
             return  # publish refused or not yet accepted: nothing to feed
         try:
             packet = MediaPacket.from_tag(kind, timestamp, payload)
         except FlvError as exc:
             self.server.counters.protocol_errors += 1
-            log.warning("%s: malformed FLV tag on %s: %s", self.peer, stream.key, exc)
-            self.close(f"malformed media: {exc}")
+            self.close(f"malformed FLV tag on {publisher.stream.key}: {exc}", level=logging.WARNING)
             return
-        stream.source.push(packet)
+        publisher.push(packet)
+
+    def _registered(self, stream_id: int) -> bool:
+        """Whether a live registration holds message stream ``stream_id`` already."""
+        player = self._players.get(stream_id)
+        admitting = self._admitting.get(stream_id)
+        return (
+            stream_id in self._publishers
+            or (player is not None and not player.done())
+            or (admitting is not None and not admitting.done())
+        )
+
+    def _start_admission(
+        self, stream_id: int, request: int, key: StreamKey, query: dict[str, str]
+    ) -> None:
+        # The session hands out each message stream once and only for an awaited request,
+        # so the slot is free; the check keeps that a guarantee of this class too.
+        if self._registered(stream_id):
+            raise RuntimeError(f"message stream {stream_id} registered twice")
+        # Held (no answer, media ignored) until admitted, in this connection's task.
+        admitting = asyncio.get_running_loop().create_task(
+            self._admit_publish(stream_id, request, key, query)
+        )
+        self._admitting[stream_id] = admitting
+        admitting.add_done_callback(partial(self._admitted, stream_id))
 
     def _admitted(self, stream_id: int, task: asyncio.Task[None]) -> None:
         if self._admitting.get(stream_id) is task:
             del self._admitting[stream_id]
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: publish admission failed", self.peer, exc_info=task.exception())
-            self.close("internal error while admitting a publish")
+            self.close("internal error while admitting a publish", abort=True)
 
     def _request(self, action: Action, key: StreamKey, query: dict[str, str]) -> AccessRequest:
         ip = self.peer.rsplit(":", 1)[0]
         return AccessRequest(action, "rtmp", key.app, key.name, query, ip)
 
-    async def _admit_publish(self, stream_id: int, key: StreamKey, query: dict[str, str]) -> None:
+    async def _admit_publish(
+        self, stream_id: int, request: int, key: StreamKey, query: dict[str, str]
+    ) -> None:
         verdict = await self.server.admit(self._request("publish", key, query))
-        if self._closing:
-            return
-        self._on_publish(stream_id, key, query, verdict)
+        if self._closing or not self.session.awaiting_answer(stream_id, request):
+            return  # the peer went away or withdrew its publish meanwhile
+        self._on_publish(stream_id, request, key, query, verdict)
         self._flush()
         if self.session.should_close:
             self.close("request refused")
 
     def _on_publish(
-        self, stream_id: int, key: StreamKey, query: dict[str, str], verdict: Access
+        self, stream_id: int, request: int, key: StreamKey, query: dict[str, str], verdict: Access
     ) -> None:
         server = self.server
         if not verdict.ok:
             server.counters.refuse("auth")
             server.hub.counters.refused("auth", key)
             log.warning("%s: push to %s refused: %s", self.peer, key, verdict.reason)
-            self.session.refuse_publish(stream_id, BAD_AUTH, verdict.reason)
+            self.session.refuse_publish(stream_id, BAD_AUTH, verdict.reason, request)
             return
         refusal = server.publish_admission(key) if server.publish_admission else None
         if refusal is not None:
@@ -369,18 +430,31 @@ class RtmpConnection(asyncio.Protocol):
             # reads it from the query, as if the URL had said so (app/roi/status.py)
             query = {**query, "roirecognition": verdict.template}
         try:
-            stream = server.hub.open_publisher(key, query, self.peer)
+            stream = server.hub.open_publisher(key, query, self.peer, on_end=self._publisher_ended)
         except StreamBusyError as exc:
             server.counters.refuse("busy")
             log.warning("%s: push to %s refused: %s", self.peer, key, exc)
-            self.session.refuse_publish(stream_id, "NetStream.Publish.BadName", str(exc))
+            self.session.refuse_publish(stream_id, "NetStream.Publish.BadName", str(exc), request)
             return
-        stream.on_kick = lambda: self.close(f"{key} kicked by the operator")
-        self._publishers[stream_id] = stream
-        self.session.accept_publish(stream_id)
+        self._publishers[stream_id] = stream.publisher
+        self.session.accept_publish(stream_id, request)
         log.info("%s: publishing %s (%s)", self.peer, key, verdict.reason)
 
+    def _publisher_ended(self, reason: str) -> None:
+        # A takeover means the previous publisher's network is most likely gone: do not wait
+        # for its socket to drain what is queued.
+        self.close(reason, abort="taken over" in reason)
+
     # --------------------------------------------------------------- players
+
+    def _start_player(
+        self, stream_id: int, request: int, key: StreamKey, query: dict[str, str]
+    ) -> None:
+        if self._registered(stream_id):
+            raise RuntimeError(f"message stream {stream_id} registered twice")
+        task = asyncio.get_running_loop().create_task(self._play(stream_id, request, key, query))
+        self._players[stream_id] = task
+        task.add_done_callback(partial(self._player_done, stream_id))
 
     async def _find_stream(self, key: StreamKey) -> Stream | None:
         """The live stream, waiting a little for a publisher that is about to start."""
@@ -393,37 +467,40 @@ class RtmpConnection(asyncio.Protocol):
                 return stream
             await asyncio.sleep(0.05)
 
-    async def _play(self, stream_id: int, key: StreamKey, query: dict[str, str]) -> None:
+    async def _play(
+        self, stream_id: int, request: int, key: StreamKey, query: dict[str, str]
+    ) -> None:
         access = await self.server.admit(self._request("play", key, query))
-        if self._closing:
+        if self._closing or not self.session.awaiting_answer(stream_id, request):
             access.ended()
-            return
+            return  # the peer went away or withdrew its play meanwhile
         if not access.ok:
             log.warning("%s: play %s refused: %s", self.peer, key, access.reason)
-            self.session.refuse_play(stream_id, PLAY_FAILED, access.reason)
+            self.session.refuse_play(stream_id, PLAY_FAILED, access.reason, request)
             self._flush()
             return
         try:
-            await self._play_admitted(stream_id, key)
+            await self._play_admitted(stream_id, request, key)
         finally:
             access.ended()
 
-    async def _play_admitted(self, stream_id: int, key: StreamKey) -> None:
+    async def _play_admitted(self, stream_id: int, request: int, key: StreamKey) -> None:
         stream = await self._find_stream(key)
-        if self._closing:
-            return
+        session = self.session
+        if self._closing or not session.awaiting_answer(stream_id, request):
+            return  # the peer went away or withdrew its play meanwhile
         if stream is None:
             log.info("%s: play %s: no such stream", self.peer, key)
-            self.session.refuse_play(stream_id, description=f"{key} is not live")
+            session.refuse_play(stream_id, description=f"{key} is not live", request=request)
             self._flush()
             return
         subscription = stream.output.subscribe(f"rtmp {self.peer}")
-        self.session.accept_play(stream_id)
-        self._flush()
-        subscription.direct = partial(self._send_now, stream_id)
         self.server.counters.players_open += 1
-        log.info("%s: playing %s", self.peer, key)
         try:
+            session.accept_play(stream_id, request)
+            self._flush()
+            subscription.direct = partial(self._send_now, stream_id)
+            log.info("%s: playing %s", self.peer, key)
             await self._pump(stream_id, subscription)
         finally:
             self.server.counters.players_open -= 1
@@ -437,9 +514,9 @@ class RtmpConnection(asyncio.Protocol):
                 continue
             packet = await subscription.get()
             if packet is None:
-                session.send_stream_eof(stream_id)
-                self._flush()
-                log.info("%s: stream ended for player", self.peer)
+                if session.send_stream_eof(stream_id):
+                    self._flush()
+                    log.info("%s: stream ended for player", self.peer)
                 return
             while packet is not None:
                 self._send_packet(stream_id, packet)
@@ -469,7 +546,7 @@ class RtmpConnection(asyncio.Protocol):
             del self._players[stream_id]
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: player task failed", self.peer, exc_info=task.exception())
-            self.close("internal error in the player pump")
+            self.close("internal error in the player pump", abort=True)
 
 
 __all__ = ["RtmpConnection", "RtmpCounters", "RtmpServer"]
