@@ -356,9 +356,14 @@ async def test_takeover_keeps_players_and_resumes_at_the_new_keyframe() -> None:
     assert hub.get(KEY) is stream and not stream.closed
 
     new_header = video(0, seq=True, size=7)
-    for p in (audio(0, seq=True), new_header, video(0), video(40, key=True), video(80)):
+    new_meta = meta()
+    for p in (new_meta, audio(0, seq=True), new_header, video(0), video(40, key=True), video(80)):
         new.push(p)
     got = drain(sub)
+    # The new onMetaData is for late joiners (FFmpeg's FLV demuxer would open a new stream
+    # for it in mid-stream).
+    assert stream.output.metadata is not None
+    assert stream.output.metadata.timestamp == 180
     # Audio goes on; video waits for the new keyframe and starts with the new header; the
     # new timeline continues after the old one instead of starting again at zero.
     assert [(p.kind, p.sequence_header, p.keyframe) for p in got] == [
