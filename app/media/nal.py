@@ -225,6 +225,13 @@ class SpsInfo:
     temporal_id_nesting: bool = True
 
 
+def _checked_size(width: int, height: int) -> tuple[int, int]:
+    # Cropping (or a conformance window) larger than the coded picture leaves nothing.
+    if width <= 0 or height <= 0:
+        raise NalError(f"SPS describes a {width}x{height} picture")
+    return width, height
+
+
 def _skip_h264_scaling_list(reader: BitReader, size: int) -> None:
     last = 8
     nxt = 8
@@ -287,6 +294,7 @@ def parse_h264_sps(nal: bytes) -> SpsInfo:
         crop_y = (sub_height if chroma_array_type else 1) * (1 if frame_mbs_only else 2)
         width -= crop_x * (crop_left + crop_right)
         height -= crop_y * (crop_top + crop_bottom)
+    width, height = _checked_size(width, height)
     return SpsInfo(
         width=width,
         height=height,
@@ -337,6 +345,7 @@ def parse_h265_sps(nal: bytes) -> SpsInfo:
         height -= sub_height * (top + bottom)
     bit_depth_luma = reader.ue() + 8
     bit_depth_chroma = reader.ue() + 8
+    width, height = _checked_size(width, height)
     return SpsInfo(
         width=width,
         height=height,

@@ -78,8 +78,9 @@ class Region:
 
 
 def truncate_roi_text(text: str) -> str:
-    """Cuts ``text`` to at most 256 UTF-8 bytes, dropping a character split by the cut."""
-    raw = text.encode("utf-8")
+    """Cuts ``text`` to at most 256 UTF-8 bytes, dropping a character split by the cut (and
+    any lone surrogate, which no UTF-8 text can hold)."""
+    raw = text.encode("utf-8", errors="surrogatepass")
     if len(raw) <= MAX_STRING_BYTES:
         return text
     return raw[:MAX_STRING_BYTES].decode("utf-8", errors="ignore")
