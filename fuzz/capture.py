@@ -212,13 +212,13 @@ def write(captures: dict[str, bytes]) -> None:
         files.setdefault("session", set()).add(data)
         for target, items in pieces(data).items():
             files.setdefault(target, set()).update(i for i in items if i)
-    files["roi"] = {s.encode("utf-16-le") for s in ROI_SEEDS}
-    for target, items in files.items():
+    files["roi"] = {text.encode("utf-16-le") for text in ROI_SEEDS}
+    for target, found in files.items():
         folder = CORPUS / target
         folder.mkdir(parents=True)
-        for item in sorted(items):
+        for item in sorted(found):
             (folder / hashlib.sha1(item).hexdigest()[:16]).write_bytes(item)
-        print(f"{target}: {len(items)} files, {sum(map(len, items))} bytes")
+        print(f"{target}: {len(found)} files, {sum(map(len, found))} bytes")
     for name, data in captures.items():
         print(f"captured {name}: {len(data)} bytes")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from app.media.flv import FlvError, FlvFileReader, parse_audio_tag, parse_video_tag
 from app.media.nal import (
+    Codec,
     NalError,
     parse_decoder_config,
     parse_sps,
@@ -29,6 +30,7 @@ from app.rtmp.chunk import ChunkError, ChunkReader, ChunkWriter, MessageType, Pe
 from app.rtmp.handshake import HANDSHAKE_SIZE, ClientHandshake, HandshakeError, ServerHandshake
 from app.rtmp.session import (
     PlayRequested,
+    PlayStopped,
     PublishRequested,
     RtmpServerSession,
     Unpublished,
@@ -102,7 +104,7 @@ def flv(data: bytes) -> None:
 
 
 def nal(data: bytes) -> None:
-    codec = "hevc" if data[:1] == b"\x01" and len(data) > 1 and data[1] & 1 else "h264"
+    codec: Codec = "hevc" if data[:1] == b"\x01" and len(data) > 1 and data[1] & 1 else "h264"
     body = data[1:]
     for splitter in (split_annexb, lambda d: split_length_prefixed(d, 4)):
         try:
@@ -173,7 +175,7 @@ class OwnerModel:
                 self.players[event.stream_id] = event.name
             elif isinstance(event, Unpublished):
                 self.publishers.pop(event.stream_id, None)
-            elif type(event).__name__ == "PlayStopped":
+            elif isinstance(event, PlayStopped):
                 self.players.pop(event.stream_id, None)
         # Plays are answered later (the server waits for the stream); answer them now.
         for sid in list(self.players):

@@ -29,9 +29,7 @@ def test_every_target_has_seeds_from_real_clients() -> None:
 
 
 def test_seed_corpus_runs_clean() -> None:
-    failures = [
-        (p, exc) for p in SEEDS if (exc := run_one(TARGETS[p.parent.name], p.read_bytes()))
-    ]
+    failures = [(p, exc) for p in SEEDS if (exc := run_one(TARGETS[p.parent.name], p.read_bytes()))]
     assert not failures
 
 

@@ -25,7 +25,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from app.config import Settings
 from app.hub import Hub, StreamKey
 from app.media.flv import FlvFileReader
-from app.rtmp import amf0
 from app.rtmp.chunk import MessageType
 from app.rtmp.metrics import RtmpCollector
 from app.rtmp.server import RtmpServer
@@ -409,7 +408,7 @@ async def test_a_new_push_takes_over_after_a_network_drop_and_the_player_keeps_p
     old = await dropped
     dropped_at = time.monotonic()
     await asyncio.sleep(2.0)  # OBS reconnects 2 s after it lost the server
-    attempts = []
+    attempts: list[float] = []
     while len(attempts) < 3:
         attempts.append(time.monotonic() - dropped_at)
         push = await asyncio.create_subprocess_exec(
