@@ -123,6 +123,8 @@ def test_streams_api_metrics_and_kick(relay) -> None:
         metrics = client.get("/metrics").text
         assert "roi_relay_streams 1.0" in metrics
         assert "roi_relay_players 1.0" in metrics
+        assert "roi_relay_rtmp_connections 1.0" in metrics
+        assert "roi_relay_rtmp_pending_message_bytes " in metrics
         assert client.delete("/api/v1/streams/live/api").status_code == 204
         deadline = time.monotonic() + 5
         while client.get("/api/v1/streams").json() and time.monotonic() < deadline:

@@ -437,4 +437,5 @@ async def test_a_new_push_takes_over_after_a_network_drop_and_the_player_keeps_p
     assert got["video_dts"] == sorted(got["video_dts"]), "time goes on across the takeover"
     assert stream is not None and stream.closed  # the same stream, ended by the new publisher
     assert await asyncio.to_thread(old.closed_by_server, 2)
+    await relay.wait_released(peer_of(old))
     old.close()
