@@ -27,14 +27,9 @@ from app.media.sei import extract_roi_sei, parse_sei_messages
 from app.roi.regions import MAX_STRING_BYTES, effective_regions, parse_roi
 from app.rtmp import amf0
 from app.rtmp.chunk import ChunkError, ChunkReader, ChunkWriter, MessageType, PendingBudget
+from app.rtmp.events import PlayRequested, PlayStopped, PublishRequested, Unpublished
 from app.rtmp.handshake import HANDSHAKE_SIZE, ClientHandshake, HandshakeError, ServerHandshake
-from app.rtmp.session import (
-    PlayRequested,
-    PlayStopped,
-    PublishRequested,
-    RtmpServerSession,
-    Unpublished,
-)
+from app.rtmp.session import RtmpServerSession
 
 
 @dataclass(frozen=True)

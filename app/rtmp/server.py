@@ -33,7 +33,7 @@ from app.config import Settings
 from app.hub import Hub, Publisher, Stream, StreamBusyError, StreamKey, Subscription
 from app.media.flv import FlvError, TagType
 from app.media.packet import MediaPacket
-from app.rtmp import session as rtmp
+from app.rtmp import events as rtmp
 from app.rtmp.chunk import PendingBudget
 from app.rtmp.session import RtmpServerSession
 from app.rtmp.tls import TlsAcceptor

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from app.rtmp import amf0
 from app.rtmp.chunk import MessageType
-from app.rtmp.session import (
+from app.rtmp.events import (
     Closed,
     Connected,
     MediaReceived,
@@ -21,10 +21,9 @@ from app.rtmp.session import (
     ProtocolError,
     PublishRequested,
     RequestRefused,
-    RtmpServerSession,
-    TimestampUnwrapper,
     Unpublished,
 )
+from app.rtmp.session import RtmpServerSession, TimestampUnwrapper
 from tests.support.rtmp_client import SessionDriver
 
 AVC_KEYFRAME = bytes([0x17, 1, 0, 0, 0]) + b"\x00\x00\x00\x05\x65abcd"
