@@ -84,15 +84,18 @@ def run_target(name: str, runs: int | None, seconds: float | None) -> tuple[int,
     if seconds is not None:
         args.append(f"-max_total_time={max(1, int(seconds))}")
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "fuzz.run", "--worker", name],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "FUZZ_LIBFUZZER_ARGS": " ".join(args)},
-    )
+    log_path = WORK / "logs" / f"{name}.log"  # libFuzzer's progress, readable while it runs
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", "fuzz.run", "--worker", name],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "FUZZ_LIBFUZZER_ARGS": " ".join(args)},
+        )
     elapsed = time.monotonic() - started
-    output = proc.stdout + proc.stderr
+    output = log_path.read_text(errors="replace")
     for line in output.splitlines():
         if line.startswith("FAILURE"):
             print(line, flush=True)
