@@ -52,7 +52,7 @@ CLIENTS: dict[str, tuple[str, list[str]]] = {
         [
             sys.executable,
             "-m",
-            "tests.av_client",
+            "tests.support.av_client",
             "push",
             "{url}",
             "--codec",

@@ -28,7 +28,7 @@ from app.media.flv import FlvFileReader
 from app.rtmp.chunk import MessageType
 from app.rtmp.metrics import RtmpCollector
 from app.rtmp.server import RtmpServer
-from tests.rtmp.client import SocketClient
+from tests.support.rtmp_client import SocketClient
 
 pytestmark = pytest.mark.slow
 
@@ -402,7 +402,7 @@ async def test_a_new_push_takes_over_after_a_network_drop_and_the_player_keeps_p
     await relay.wait_live("show")
     stream = relay.hub.get(StreamKey("live", "show"))
     player = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.av_client", "play", url, "--timeout", "30",
+        sys.executable, "-m", "tests.support.av_client", "play", url, "--timeout", "30",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
     )  # fmt: skip
     old = await dropped
