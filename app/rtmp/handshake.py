@@ -43,7 +43,7 @@ class HandshakeError(Exception):
     """The peer sent something that is not an RTMP handshake this side can answer."""
 
 
-def digest_offset(block: bytes, scheme: int) -> int:
+def digest_offset(block: bytes | bytearray, scheme: int) -> int:
     """Where the 32-byte digest sits in a 1536-byte C1/S1 block for the given scheme."""
     offset_base, digest_base = _SCHEMES[scheme]
     return sum(block[offset_base : offset_base + 4]) % _OFFSET_MODULO + digest_base
