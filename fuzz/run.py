@@ -71,10 +71,12 @@ def worker(name: str, libfuzzer_args: list[str]) -> None:
     atheris.Fuzz()
 
 
-def run_target(name: str, runs: int | None, seconds: float | None) -> tuple[int, int, float]:
+def run_target(
+    name: str, runs: int | None, seconds: float | None, max_len: int | None = None
+) -> tuple[int, int, float]:
     """Fuzzes one target in a child process; returns (executions, unique failures, s)."""
     args = [
-        f"-max_len={MAX_LEN.get(name, 8192)}",
+        f"-max_len={max_len or MAX_LEN.get(name, 8192)}",
         "-rss_limit_mb=4096",
         "-print_final_stats=1",
         "-timeout=20",
@@ -114,6 +116,7 @@ def main() -> int:
     parser.add_argument("targets", nargs="*", help="default: all targets")
     parser.add_argument("--runs", type=int, default=None, help="executions per target")
     parser.add_argument("--seconds", type=float, default=None, help="time per target")
+    parser.add_argument("--max-len", type=int, default=None, help="longest input, bytes")
     parser.add_argument("--work", default=None, help="working folder (default fuzz/work)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -134,7 +137,7 @@ def main() -> int:
     total_failures = 0
     print(f"{'target':<10} {'executions':>12} {'exec/s':>8} {'unique failures':>16}")
     for name in names:
-        count, unique, elapsed = run_target(name, args.runs, seconds)
+        count, unique, elapsed = run_target(name, args.runs, seconds, args.max_len)
         total_failures += unique
         rate = count / elapsed if elapsed else 0.0
         print(f"{name:<10} {count:>12} {rate:>8.0f} {unique:>16}", flush=True)
