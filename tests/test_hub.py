@@ -280,7 +280,7 @@ async def test_real_slow_player_skips_and_logs_once_per_episode(caplog) -> None:
 
 
 async def test_latest_refused_push_per_stream_is_remembered_within_a_bound() -> None:
-    from app.hub import MAX_REMEMBERED_REFUSALS
+    from app.hub.core import MAX_REMEMBERED_REFUSALS
 
     hub = Hub()
     for i in range(MAX_REMEMBERED_REFUSALS + 5):

@@ -95,7 +95,7 @@ class _Pull:
                 self.started.set_result(None)
             if self.stream is not None:
                 self.stream.close()
-            self.puller._ended(self)
+            self.puller.pull_ended(self)
 
     async def _pull(self) -> None:
         target = urlsplit(self.origin.node.rtmp_url)
@@ -218,7 +218,7 @@ class EdgePuller:
         if pull is not None:
             pull.wanted_at = time.monotonic()
 
-    def _ended(self, pull: _Pull) -> None:
+    def pull_ended(self, pull: _Pull) -> None:
         if self._pulls.get(pull.key) is pull:
             del self._pulls[pull.key]
         self.node.pulled.discard(pull.key)

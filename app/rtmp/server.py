@@ -151,12 +151,12 @@ class RtmpServer:
             await server.wait_closed()
         self._servers.clear()
 
-    def _opened(self, conn: RtmpConnection) -> None:
+    def connection_opened(self, conn: RtmpConnection) -> None:
         self._connections.add(conn)
         self.counters.connections_total += 1
         self.counters.connections_open += 1
 
-    def _closed(self, conn: RtmpConnection) -> None:
+    def connection_closed(self, conn: RtmpConnection) -> None:
         if conn in self._connections:
             self._connections.discard(conn)
             self.counters.connections_open -= 1
@@ -196,7 +196,7 @@ class RtmpConnection(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.session.peer = self.peer
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH, low=WRITE_BUFFER_LOW)
-        self.server._opened(self)
+        self.server.connection_opened(self)
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -212,7 +212,7 @@ class RtmpConnection(asyncio.Protocol):
         if not self.session.closed:
             self._guarded(self.session.receive_data, b"")
         self.close("connection lost" if exc is None else f"connection lost: {exc}")
-        self.server._closed(self)
+        self.server.connection_closed(self)
 
     def pause_writing(self) -> None:
         self._writable.clear()
