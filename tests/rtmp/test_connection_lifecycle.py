@@ -16,19 +16,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from app.config import Settings
-from app.hub import Hub, StreamKey
+from app.hub import StreamKey
 from app.media.flv import FlvFileReader
 from app.rtmp.chunk import MessageType
 from app.rtmp.metrics import RtmpCollector
-from app.rtmp.server import RtmpServer
+from tests.rtmp.conftest import StartRelay
 from tests.support.rtmp_client import SocketClient
 
 pytestmark = pytest.mark.slow
@@ -36,62 +35,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 KEYFRAME = bytes([0x17, 1, 0, 0, 0]) + b"\x00\x00\x00\x02\x65\x88"
 AVC_HEADER = bytes([0x17, 0, 0, 0, 0]) + b"\x01\x42\x00\x1e\xff"
-
-
-class Relay:
-    def __init__(self, hub: Hub, server: RtmpServer) -> None:
-        self.hub = hub
-        self.server = server
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    def leftovers(self, peer: str) -> list[str]:
-        """What the hub and the server still hold for the connection from ``peer``."""
-        found = [f"stream {s.key}" for s in self.hub.streams() if s.remote == peer]
-        for stream in self.hub.streams():
-            found += [
-                f"subscription {sub.name} on {stream.key}"
-                for sub in stream.output.subscriptions
-                if peer in sub.name
-            ]
-        found += [f"connection {c.peer}" for c in self.server.connections if c.peer == peer]
-        return found
-
-    async def wait_released(self, peer: str, timeout: float = 8.0) -> None:
-        deadline = time.monotonic() + timeout
-        while left := self.leftovers(peer):
-            assert time.monotonic() < deadline, f"left behind by {peer}: {left}"
-            await asyncio.sleep(0.02)
-
-    async def wait_live(self, name: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.hub.get(StreamKey("live", name)) is None:
-            assert time.monotonic() < deadline, f"live/{name} never went live"
-            await asyncio.sleep(0.02)
-
-
-StartRelay = Callable[..., Awaitable[Relay]]
-
-
-@pytest.fixture
-async def start_relay() -> AsyncIterator[StartRelay]:
-    servers: list[RtmpServer] = []
-
-    async def start(**overrides: Any) -> Relay:
-        settings = Settings(**overrides)
-        hub = Hub(
-            takeover=settings.publisher_takeover, stale_seconds=settings.publisher_stale_seconds
-        )
-        server = RtmpServer(hub, settings, play_wait_seconds=1.0)
-        await server.start("127.0.0.1", 0)
-        servers.append(server)
-        return Relay(hub, server)
-
-    yield start
-    for server in servers:
-        await server.close()
 
 
 def peer_of(client: SocketClient) -> str:
@@ -162,7 +105,7 @@ async def test_a_connection_leaves_nothing_behind(
     start_relay: StartRelay, ending: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="app.rtmp")
-    relay = await start_relay(rtmp_idle_timeout=1.5)
+    relay = await start_relay(play_wait_seconds=1.0, rtmp_idle_timeout=1.5)
     feed = await asyncio.to_thread(Feed, relay.port)
     client = await asyncio.to_thread(publisher_and_player, relay.port, "mine", "feed")
     peer = peer_of(client)
@@ -242,7 +185,9 @@ async def test_request_tricks_leave_nothing_and_no_traceback(
     start_relay: StartRelay, trick: Callable[[int], SocketClient], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="app.rtmp")
-    relay = await start_relay(push_key="k")  # with push auth on, as in the campaign
+    relay = await start_relay(
+        play_wait_seconds=1.0, push_key="k"
+    )  # with push auth on, as in the campaign
     feed = await asyncio.to_thread(Feed, relay.port, "feed", True)
     client = await asyncio.to_thread(trick, relay.port)
     peer = peer_of(client)
@@ -271,7 +216,9 @@ def publisher_with_key(port: int, name: str) -> SocketClient:
 async def test_connected_clients_that_neither_publish_nor_play_are_closed(
     start_relay: StartRelay,
 ) -> None:
-    relay = await start_relay(rtmp_connect_timeout=1.5, rtmp_handshake_timeout=1.5)
+    relay = await start_relay(
+        play_wait_seconds=1.0, rtmp_connect_timeout=1.5, rtmp_handshake_timeout=1.5
+    )
 
     def connected_then_silent() -> bool:
         client = SocketClient(relay.port)
@@ -328,7 +275,7 @@ async def test_unfinished_messages_are_capped_per_connection_and_server_wide(
 ) -> None:
     caplog.set_level(logging.INFO, logger="app.rtmp")
     mib = 1024 * 1024
-    relay = await start_relay(rtmp_max_pending_bytes_total=18 * mib)
+    relay = await start_relay(play_wait_seconds=1.0, rtmp_max_pending_bytes_total=18 * mib)
     registry = CollectorRegistry()
     registry.register(RtmpCollector(relay.server))
 
@@ -394,13 +341,15 @@ async def test_a_new_push_takes_over_after_a_network_drop_and_the_player_keeps_p
     start_relay: StartRelay, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="app")
-    relay = await start_relay()  # the defaults: takeover of a publisher silent for 3 s
+    relay = await start_relay(
+        play_wait_seconds=1.0
+    )  # the defaults: takeover of a publisher silent for 3 s
     tags = await asyncio.to_thread(make_clip, tmp_path / "a.flv", 3.0, "192x108")
     url = f"rtmp://127.0.0.1:{relay.port}/live/show"
     dropped = asyncio.create_task(
         asyncio.to_thread(publish_then_go_silent, relay.port, "show", tags, 2.0)
     )
-    await relay.wait_live("show")
+    await relay.wait_live("live", "show")
     stream = relay.hub.get(StreamKey("live", "show"))
     player = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.support.av_client", "play", url, "--timeout", "30",

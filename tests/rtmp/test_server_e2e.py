@@ -10,7 +10,6 @@ import shutil
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,12 @@ import av
 import pytest
 
 from app.auth import sign_push
-from app.config import Settings
-from app.hub import Hub, Stream, StreamKey
+from app.hub import StreamKey
 from app.media.flv import TagType, VideoPacketType, parse_video_tag
 from app.rtmp import amf0
 from app.rtmp.chunk import MessageType
 from app.rtmp.handshake import ClientHandshake
-from app.rtmp.server import RtmpServer
+from tests.rtmp.conftest import StartRelay
 from tests.support.av_client import client_command, client_result
 from tests.support.rtmp_client import SocketClient
 
@@ -32,48 +30,6 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 PUSH_KEY = "e2e-secret-key"
-
-
-class Relay:
-    def __init__(self, hub: Hub, server: RtmpServer) -> None:
-        self.hub = hub
-        self.server = server
-
-    def url(self, path: str) -> str:
-        return f"rtmp://127.0.0.1:{self.server.port}/{path}"
-
-    async def wait_live(self, app: str, name: str, timeout: float = 15.0) -> Stream:
-        deadline = time.monotonic() + timeout
-        while (stream := self.hub.get(StreamKey(app, name))) is None:
-            assert time.monotonic() < deadline, f"{app}/{name} never went live"
-            await asyncio.sleep(0.02)
-        return stream
-
-    async def wait_gone(self, app: str, name: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.hub.get(StreamKey(app, name)) is not None:
-            assert time.monotonic() < deadline, f"{app}/{name} is still live"
-            await asyncio.sleep(0.02)
-
-
-StartRelay = Callable[..., Awaitable[Relay]]
-
-
-@pytest.fixture
-async def start_relay() -> AsyncIterator[StartRelay]:
-    servers: list[RtmpServer] = []
-
-    async def start(**settings: Any) -> Relay:
-        config = Settings(**settings)
-        hub = Hub(player_queue_seconds=config.player_queue_seconds)
-        server = RtmpServer(hub, config, play_wait_seconds=2.0)
-        await server.start("127.0.0.1", 0)
-        servers.append(server)
-        return Relay(hub, server)
-
-    yield start
-    for server in servers:
-        await server.close()
 
 
 async def run(*cmd: str, timeout: float = 60.0) -> tuple[int, str, str]:
