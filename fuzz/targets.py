@@ -8,6 +8,7 @@ as documented, anything else is a failure. The same functions serve the atheris 
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -223,27 +224,33 @@ def _connected_session() -> tuple[OwnerModel, ClientHandshake]:
     return owner, client
 
 
+@functools.cache
+def _command_body(command: str, name: int, txn: int) -> bytes:
+    args: list[object] = [_NAMES[name % len(_NAMES)], "live"]
+    if command == "deleteStream":
+        args = [float(name % 5)]
+    return amf0.encode(command, float(txn), None, *args)
+
+
 def commands(data: bytes) -> None:
     """Whole command sequences: each 4-byte group picks a command, a message stream id, a
     stream name and a message type, so sequences get reordered, repeated and sent on
     streams that do not exist; media and metadata mixed in."""
     owner, _ = _connected_session()
     writer = ChunkWriter()
-    txn = 1.0
     out = writer.write(
         3, MessageType.COMMAND_AMF0, 0, 0, amf0.encode("connect", 1.0, {"app": "live"})
     )
     for i in range(0, len(data) - 3, 4):
+        if owner.session.closed:
+            break  # a closed session reads nothing more: the rest of the input cannot matter
         op, sid, name, extra = data[i : i + 4]
         sid %= 5
         kind = op % 8
         if kind < 5:
             command = COMMANDS[(op >> 3) % len(COMMANDS)]
-            args: list[object] = [_NAMES[name % len(_NAMES)], "live"]
-            if command == "deleteStream":
-                args = [float(name % 5)]
-            txn += 1
-            body = amf0.encode(command, txn, None, *args)
+            # Transaction ids cycle (the server only echoes them) so bodies can be cached.
+            body = _command_body(command, name % len(_NAMES), 2 + i // 4 % 64)
             out += writer.write(3 + sid, MessageType.COMMAND_AMF0, sid, 0, body)
         elif kind == 5:
             tag = bytes([0x17 if extra & 1 else 0x27, extra & 1, 0, 0, 0]) + bytes(extra)
