@@ -3,10 +3,11 @@ rule "one publisher per stream cluster-wide", and whether the directory is reach
 
 The hub knows nothing of this: streams are registered from ``hub.on_stream_opened/closed``.
 Every database call runs in a thread; results come back to the loop, which alone holds state.
-A publish is admitted against the directory as last read (each heartbeat refreshes it), then
-claimed for real by the database's unique key; the loser of a race between two nodes within
-one heartbeat is kicked. While the database is unreachable the node keeps serving what it
-has, refuses new publishes (they need the directory) and re-claims its streams on recovery.
+A publish is admitted by claiming its key in the directory before the publisher is
+answered: the database's unique key decides a race between two nodes, so the loser is
+refused, never accepted and then dropped. While the database is unreachable the node keeps
+serving what it has, refuses new publishes (they need the directory) and re-claims its
+streams on recovery.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from app.config import Settings
 from app.hub import Hub, Stream, StreamKey
 
 log = logging.getLogger("app.cluster")
+
+# A claim made at admission whose publisher never opened the stream (it went away while
+# being answered) is given back after this long.
+UNUSED_CLAIM_SECONDS = 10.0
 
 
 def default_node_id() -> str:
@@ -64,6 +69,8 @@ class ClusterNode:
         self.snapshot: dict[StreamKey, DirectoryEntry] = {}
         # Streams published here, and whether the directory has them (False: claim pending).
         self._local: dict[StreamKey, bool] = {}
+        # Keys claimed at admission whose stream has not opened yet.
+        self._claimed_ahead: set[StreamKey] = set()
         # Keys opened by the edge puller: served here, held elsewhere, never registered.
         self.pulled: set[StreamKey] = set()
         self._task: asyncio.Task[None] | None = None
@@ -139,21 +146,38 @@ class ClusterNode:
 
     # --------------------------------------------------------------- publishes
 
-    def admission(self, key: StreamKey) -> str | None:
-        """Why a publish of ``key`` here must be refused, or None (called on the loop)."""
+    async def admit_publish(self, key: StreamKey) -> str | None:
+        """Why a publish of ``key`` here must be refused, or None once the directory holds
+        ``key`` for this node."""
         if key in self.pulled:
             return None  # the edge puller's own stream
         if not self.available:
-            self._refuse("directory-down")
-            return "the stream directory is unreachable; try again shortly"
-        holder = self.snapshot.get(key)
-        # A holder whose heartbeat has expired since the snapshot is dead: the claim that
-        # follows takes its row over.
-        expiry = self.directory.expiry
-        if holder is not None and holder.node.node_id != self.me.node_id and holder.alive(expiry):
+            return self._down()
+        async with self._lock:
+            try:
+                # The database decides, not the snapshot of the last heartbeat: a row of a
+                # node whose heartbeat has expired is taken over here.
+                holder = await asyncio.to_thread(self.directory.claim, key)
+            except SQLAlchemyError as exc:
+                self._mark_down(exc)
+                return self._down()
+        if holder is not None:
             self._refuse("busy-elsewhere")
             return f"stream {key} already has a publisher on node {holder.node.node_id}"
+        self._claimed_ahead.add(key)
+        asyncio.get_running_loop().call_later(UNUSED_CLAIM_SECONDS, self._drop_unused_claim, key)
         return None
+
+    def _down(self) -> str:
+        self._refuse("directory-down")
+        return "the stream directory is unreachable; try again shortly"
+
+    def _drop_unused_claim(self, key: StreamKey) -> None:
+        if key not in self._claimed_ahead:
+            return
+        self._claimed_ahead.discard(key)
+        if key not in self._local and not self._stopped:
+            asyncio.get_running_loop().create_task(self._release(key))
 
     def _refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
@@ -161,6 +185,12 @@ class ClusterNode:
     def _on_opened(self, stream: Stream) -> None:
         if stream.key in self.pulled or self._stopped:
             return
+        if stream.key in self._claimed_ahead:
+            self._claimed_ahead.discard(stream.key)
+            self._local[stream.key] = True
+            return
+        # Opened without admission (a stream the hub made itself): claimed now, and a
+        # publisher that loses the claim is dropped.
         self._local[stream.key] = False
         asyncio.get_running_loop().create_task(self._claim_locked(stream.key))
 

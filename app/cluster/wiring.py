@@ -76,7 +76,7 @@ class Cluster:
         self.gateway = ClusterGateway(self.hub, node, self.puller, self._app)
         for server in (self._rtmp, self._internal_rtmp):
             if server is not None:
-                server.publish_admission = node.admission
+                server.publish_admission = node.admit_publish
                 server.remote_stream = self.puller.stream
         self._registry.register(ClusterCollector(node, self.puller))
         await node.start()

@@ -100,7 +100,7 @@ class RtmpServer:
         self._connections: set[RtmpConnection] = set()
         # Cluster hooks (app/cluster): why a publish must be refused beyond auth, and a stream
         # held by another node, pulled here for a player.
-        self.publish_admission: Callable[[StreamKey], str | None] | None = None
+        self.publish_admission: Callable[[StreamKey], Awaitable[str | None]] | None = None
         self.remote_stream: Callable[[StreamKey], Awaitable[Stream | None]] | None = None
 
     @property
@@ -403,15 +403,24 @@ class RtmpConnection(asyncio.Protocol):
         self, stream_id: int, request: int, key: StreamKey, query: dict[str, str]
     ) -> None:
         verdict = await self.server.admit(self._request("publish", key, query))
+        refusal = None
+        if verdict.ok and self.server.publish_admission is not None:
+            refusal = await self.server.publish_admission(key)
         if self._closing or not self.session.awaiting_answer(stream_id, request):
             return  # the peer went away or withdrew its publish meanwhile
-        self._on_publish(stream_id, request, key, query, verdict)
+        self._on_publish(stream_id, request, key, query, verdict, refusal)
         self._flush()
         if self.session.should_close:
             self.close("request refused")
 
     def _on_publish(
-        self, stream_id: int, request: int, key: StreamKey, query: dict[str, str], verdict: Access
+        self,
+        stream_id: int,
+        request: int,
+        key: StreamKey,
+        query: dict[str, str],
+        verdict: Access,
+        refusal: str | None,
     ) -> None:
         server = self.server
         if not verdict.ok:
@@ -420,7 +429,6 @@ class RtmpConnection(asyncio.Protocol):
             log.warning("%s: push to %s refused: %s", self.peer, key, verdict.reason)
             self.session.refuse_publish(stream_id, BAD_AUTH, verdict.reason, request)
             return
-        refusal = server.publish_admission(key) if server.publish_admission else None
         if refusal is not None:
             server.counters.refuse("busy")
             log.warning("%s: push to %s refused: %s", self.peer, key, refusal)
