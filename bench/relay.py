@@ -33,6 +33,12 @@ real time with that RTMP client publishing and records the wall time each tag wa
 sent; one player records the wall time each tag arrived. Latency = arrival - send (median,
 95th percentile) for roi-relay HTTP-FLV, roi-relay RTMP and nginx RTMP (bench/relay_latency.py).
 
+Scaling (bench/relay_scaling.py): --workers N runs instead the player series against roi-relay
+with 1 and with N workers and nginx-rtmp with worker_processes 1 and N (rtmp_auto_push on),
+printing each worker's CPU at each step and the players N workers held over one's;
+--worker-cpu Q caps each server process at Q of a core so that the workers, not the player
+process, are what falls behind on a small machine.
+
 Options (bench/relay_options.py): --record, --forward, --callbacks and --hook-ms each add one
 roi-relay HTTP-FLV series with that feature on, in its own relay process after the plain
 series, and print its figures beside the plain HTTP-FLV run's with ratios: the source's CPU
@@ -60,6 +66,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.relay_latency import measure_latency  # noqa: E402
 from bench.relay_options import chosen_options, option_lines, run_options  # noqa: E402
+from bench.relay_scaling import run_scaling  # noqa: E402
 from bench.relay_series import Series, common_count, fmt_ms, run_series  # noqa: E402
 from bench.relay_servers import (  # noqa: E402
     CLIP_FPS,
@@ -95,7 +102,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--workers",
         type=int,
         default=1,
-        help="roi-relay --workers N and nginx worker_processes N (rtmp_auto_push on)",
+        help="scaling run: roi-relay with 1 and with N workers (--workers N), nginx-rtmp with "
+        "worker_processes 1 and N (rtmp_auto_push on); bench/relay_scaling.py",
+    )
+    parser.add_argument(
+        "--worker-cpu",
+        type=float,
+        help="with --workers: cap each server process at this share of a core (a cgroup "
+        "each), so that workers, not the player process, are the limit",
     )
     parser.add_argument(
         "--edge",
@@ -117,9 +131,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     quick = args.quick
+    default_steps = "1,10,25,50,100,200,400"
+    if args.workers > 1:
+        default_steps = "100,200,300,400,600,800,1000,1200,1400,1600"
     args.steps = [
-        int(v)
-        for v in (args.steps or ("1,10,40" if quick else "1,10,25,50,100,200,400")).split(",")
+        int(v) for v in (args.steps or ("1,10,40" if quick else default_steps)).split(",")
     ]
     args.step_seconds = args.step_seconds or (3.0 if quick else 8.0)
     args.latency_seconds = args.latency_seconds or (3.0 if quick else 6.0)
@@ -186,13 +202,18 @@ async def bench(args: argparse.Namespace) -> int:
             f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}",
             flush=True,
         )
-        relay = await start_roi_relay(workdir, workers=args.workers)
-        servers.append(relay)
         if args.workers > 1:
-            await asyncio.sleep(3)  # every worker listening (the supervisor starts them all)
+            head = await run_scaling(args, clip, workdir)
+            load = f"load={load_before[0]:.1f}/{os.getloadavg()[0]:.1f}"
+            print(f"  total run time {time.monotonic() - started:.0f} s", flush=True)
+            cap = f"worker_cpu={args.worker_cpu}" if args.worker_cpu else "worker_cpu=uncapped"
+            print(" ".join([*head, f"workers={args.workers}", cap, load]), flush=True)
+            return 0
+        relay = await start_roi_relay(workdir)
+        servers.append(relay)
         nginx: Server | None = None
         if not args.skip_nginx:
-            nginx = await start_nginx(workdir, workers=args.workers)
+            nginx = await start_nginx(workdir)
             servers.append(nginx)
 
         latencies = [
@@ -288,7 +309,6 @@ async def bench(args: argparse.Namespace) -> int:
                 if "edge flv" in lat_by
                 else []
             ),
-            f"workers={args.workers}",
             *option_head,
             f"load={load_before[0]:.1f}/{os.getloadavg()[0]:.1f}",
         ]

@@ -43,6 +43,7 @@ class Snapshot:
     publisher_cpu_s: float
     machine: tuple[int, int]
     publisher_ms: float
+    worker_cpu_s: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -57,6 +58,7 @@ class StepResult:
     machine_busy: float  # share of all cores
     reasons: list[str] = field(default_factory=list)
     first_frame_ms: float = float("nan")  # median connect-to-first-video-frame of its joiners
+    worker_cpu: list[float] = field(default_factory=list)  # each worker's share of a core
 
     @property
     def ok(self) -> bool:
@@ -100,6 +102,7 @@ async def snapshot(fleet: PlayerFleet, server: Server, publisher: FfmpegPublishe
         publisher_cpu_s=cpu_seconds(publisher.proc.pid),
         machine=machine_jiffies(),
         publisher_ms=publisher.newest_ms(answer["t"]),
+        worker_cpu_s=[cpu_seconds(pid) for pid in server.workers],
     )
 
 
@@ -142,6 +145,7 @@ def evaluate(a: Snapshot, b: Snapshot, clip: Clip) -> StepResult:
         player_proc_cpu=(b.player_cpu_s - a.player_cpu_s) / wall,
         machine_busy=busy,
         reasons=sorted(reasons),
+        worker_cpu=[(y - x) / wall for x, y in zip(a.worker_cpu_s, b.worker_cpu_s, strict=True)],
     )
 
 
@@ -212,6 +216,7 @@ async def run_series(
             f"worst lag {step.worst_lag_ms:5.0f} ms  "
             f"recv {step.mean_mbps:4.2f} Mbit/s (min {step.min_mbps:4.2f})  "
             f"players proc {step.player_proc_cpu:5.1%}  machine {step.machine_busy:4.0%}"
+            + (f"  workers {spread(step)}" if len(step.worker_cpu) > 1 else "")
             + (f"  [{', '.join(step.reasons)}]" if step.reasons else ""),
             flush=True,
         )
@@ -219,6 +224,11 @@ async def run_series(
             break
     await fleet.request("reset")
     return series
+
+
+def spread(step: StepResult) -> str:
+    """Each worker's CPU at a step, as shares of a core: how the load is spread."""
+    return "/".join(f"{cpu:.0%}" for cpu in step.worker_cpu)
 
 
 def fmt_ms(value: float) -> str:

@@ -11,7 +11,7 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +183,9 @@ class Server:
     target: Target
     proc: asyncio.subprocess.Process
     log: Path
+    # The processes doing the serving, when several (--workers, nginx workers): their CPU
+    # is printed one by one.
+    workers: list[int] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
