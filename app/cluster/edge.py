@@ -77,7 +77,7 @@ class _Pull:
         self.origin = origin
         self.started: asyncio.Future[Stream | None] = asyncio.get_running_loop().create_future()
         self.stream: Stream | None = None
-        # HLS viewers hold no subscription: their requests count as presence (``touch``).
+        # Asked for now: the grace runs from here until the first player attaches.
         self.wanted_at = time.monotonic()
         self.task = asyncio.create_task(self._run())
 
@@ -211,12 +211,6 @@ class EdgePuller:
             return await asyncio.wait_for(asyncio.shield(pull.started), self.start_timeout)
         except TimeoutError:
             return None
-
-    def touch(self, key: StreamKey) -> None:
-        """A player without a subscription (HLS) asked for ``key``: the pull stays."""
-        pull = self._pulls.get(key)
-        if pull is not None:
-            pull.wanted_at = time.monotonic()
 
     def pull_ended(self, pull: _Pull) -> None:
         if self._pulls.get(pull.key) is pull:

@@ -3,7 +3,9 @@
 * A player asking for a stream this node does not have, held by another node: in ``pull``
   mode the edge pull starts (or is joined) and the request goes on to the local output; in
   ``redirect`` mode an HTTP player gets a redirect to the origin (the ROI WebSocket always
-  pulls: browsers do not follow redirects on WebSockets).
+  pulls: browsers do not follow redirects on WebSockets). HLS is the exception in ``pull``
+  mode: playlists and segments are passed through from the origin, whose segmenter is the
+  stream's only one.
 * The stream API's per-stream calls (read, kick, ROI override) for a stream held by another
   node (another worker, another machine) are forwarded to that node, so they act where the
   stream lives. A forwarded request carries a header that stops a second hop.
@@ -91,8 +93,20 @@ class ClusterGateway:
             await self.app(scope, receive, send)
             return
         hls = _HLS.match(path) if scope["type"] == "http" else None
-        if hls is not None:
-            self.puller.touch(StreamKey(hls[1], hls[2]))
+        if hls is not None and not forwarded:
+            # One segmenter per stream, at its origin: segment numbers and HLS sessions are
+            # the origin's, so a player whose requests reach different nodes or workers
+            # sees one playlist. An edge passes HLS through (an HTTP cache in front of the
+            # nodes can keep the segments).
+            key = StreamKey(hls[1], hls[2])
+            if self.hub.get(key) is None or key in self.node.pulled:
+                holder = await self.node.holder(key)
+                if holder is not None:
+                    if self.redirect:
+                        await self._redirect(holder.node.http_url, scope, send)
+                    else:
+                        await self._forward(holder.node.http_url, scope, receive, send)
+                    return
         play = _PLAY.match(path)
         method = scope.get("method", "GET")
         starts_playback = play is not None and (

@@ -117,11 +117,15 @@ def test_hls_and_kick_through_an_edge(cluster: dict[str, Node]) -> None:
         playlist = httpx.get(f"{b.http}/live/hls.m3u8", timeout=20)
         assert playlist.status_code == 200, playlist.text
         segment = next(line for line in playlist.text.splitlines() if line.endswith(".ts"))
-        # HLS viewers hold no subscription: their requests keep the pull past the grace.
+        # One segmenter, the origin's: a player whose requests land on different nodes
+        # (a load balancer, a browser's connection pool over --workers) sees one playlist.
         for _ in range(4):
             time.sleep(1)
             got = httpx.get(f"{b.http}/live/{segment}", timeout=10)
             assert got.status_code == 200 and got.content[:1] == b"G"  # MPEG-TS sync byte
+            assert httpx.get(f"{a.http}/live/{segment}", timeout=10).content == got.content
+        local_b = httpx.get(f"{b.http}/api/v1/streams", timeout=5).json()
+        assert all(s["stream"] != "hls" for s in local_b)  # passed through, not pulled
         # A kick sent to B acts on A, where the publisher is.
         kicked = httpx.delete(f"{b.http}/api/v1/streams/live/hls", timeout=10)
         assert kicked.status_code == 204, kicked.text
@@ -389,3 +393,42 @@ def test_whep_at_an_edge_gets_frames_and_the_origin_regions(cluster: dict[str, N
     # Regions on the data channel at the edge: read back from the origin's SEI.
     assert player.messages and all("16,32-112,160=-8" in m for _, m in player.messages)
     assert any(f.sei_roi and "16,32-112,160=-8" in f.sei_roi for f in player.frames)
+
+
+def test_hls_over_workers_is_one_playlist(backend: str, tmp_path) -> None:
+    """Each worker answers HLS with the holder's playlist and segments: a browser whose
+    requests reach both workers (new connections are spread by the kernel) sees one stream."""
+    if backend != "sqlite":
+        pytest.skip("--workers uses the SQLite file of one machine")
+    node = Node("H", tmp_path, f"sqlite:///{tmp_path / 'workers.db'}", workers=2)
+    try:
+        node.wait_ready(nodes=2)
+        pusher = push(f"{node.rtmp}/live/h", 20)
+        try:
+            deadline = time.monotonic() + 20
+            while not node.directory():
+                assert time.monotonic() < deadline
+                time.sleep(0.3)
+            workers = [w["http_url"] for w in node.workers()]
+            assert len(workers) == 2
+            deadline = time.monotonic() + 20
+            while True:  # the first segment is cut at the second keyframe
+                playlist = httpx.get(f"{workers[0]}/live/h.m3u8", timeout=10)
+                segments = [ln for ln in playlist.text.splitlines() if ln.endswith(".ts")]
+                if playlist.status_code == 200 and segments:
+                    break
+                assert time.monotonic() < deadline, playlist.text
+                time.sleep(0.5)
+            other = httpx.get(f"{workers[1]}/live/h.m3u8", timeout=10)
+            assert other.status_code == 200
+            assert set(segments) & {ln for ln in other.text.splitlines() if ln.endswith(".ts")}
+            for segment in segments:
+                first = httpx.get(f"{workers[0]}/live/{segment}", timeout=10)
+                second = httpx.get(f"{workers[1]}/live/{segment}", timeout=10)
+                assert first.status_code == second.status_code == 200
+                assert first.content == second.content and first.content[:1] == b"G"
+        finally:
+            pusher.kill()
+            pusher.wait()
+    finally:
+        node.stop()
