@@ -6,8 +6,10 @@ COPY app ./app
 COPY models ./models
 RUN python3 -m venv /srv/venv && /srv/venv/bin/pip install --no-cache-dir ".[postgres]"
 # MALLOC_ARENA_MAX: decoder threads fragment memory across arenas otherwise (README).
+# WORKERS=auto: one relay process per core the container may use (README "All cores").
 ENV PATH=/srv/venv/bin:$PATH \
     ROI_RELAY_DATA_DIR=/data \
+    ROI_RELAY_WORKERS=auto \
     MALLOC_ARENA_MAX=2
 VOLUME ["/data"]
 EXPOSE 1935 8080

@@ -8,9 +8,11 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import math
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from app.config import Settings
@@ -50,9 +52,35 @@ def bound_malloc_arenas(arenas: int) -> bool:
     return bool(mallopt(_M_ARENA_MAX, arenas))
 
 
+def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPU quota of this process's cgroup in cores (a container's ``--cpus``), if any."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]  # cgroup v2
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())  # cgroup v1
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def available_cores(root: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may run on (its CPU affinity), fewer under a cgroup quota:
+    what ``--workers auto`` starts, so a container limited to 2 CPUs on a 64-core host
+    runs 2 workers, not 64."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    limit = _cgroup_cpu_limit(root)
+    if limit is not None:
+        return max(1, min(cores or 1, math.ceil(limit)))
+    return cores or 1
+
+
 def worker_count(value: str) -> int:
     if value.strip().lower() == "auto":
-        return os.cpu_count() or 1
+        return available_cores()
     try:
         count = int(value)
     except ValueError:
