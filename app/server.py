@@ -149,7 +149,7 @@ class Relay:
         app.include_router(models_router(self.models, guard))
         document_models(app, self.models)
         app.include_router(streams_router(self.hub, self.roi, guard, self._output_sections))
-        app.include_router(recordings_router(self.recordings, guard))
+        app.include_router(recordings_router(self.recordings, guard, self.hooks.admission.gate))
         app.include_router(forwards_router(self.forwards, guard))
         if self.cluster is not None:
             app.include_router(cluster_router(self.cluster, guard))

@@ -1,14 +1,18 @@
-"""Recordings over REST (start/stop per stream, list, download) and the public VOD files the
-web player loads (``/vod/{id}/media``, ``/vod/{id}/regions.jsonl``), like live playback."""
+"""Recordings over REST (start/stop per stream, list, download) and the VOD files the web
+player loads (``/vod/{id}/media``, ``/vod/{id}/regions.jsonl``), under the same play
+signature as the recorded stream's live playback."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Query, Response, params
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, params
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from app.auth import AccessRequest, Gate
 from app.hub import StreamKey
 from app.outputs.record.catalog import Recording
 from app.outputs.record.manager import RecordingManager
@@ -47,8 +51,28 @@ def _regions(recording: Recording) -> FileResponse:
     )
 
 
-def recordings_router(manager: RecordingManager, dependencies: list[params.Depends]) -> APIRouter:
+def recordings_router(
+    manager: RecordingManager,
+    dependencies: list[params.Depends],
+    gate: Gate | None = None,
+    clock: Callable[[], float] = time.time,
+) -> APIRouter:
+    """``gate``: the play signature rule the VOD files are under (None: open)."""
     router = APIRouter(tags=["recordings"])
+
+    def playable(recording_id: str, request: Request) -> Recording:
+        # The recorded stream's play signature, as its live playback needs (the operator's
+        # auth hook is not asked: a player fetches the file in many range requests).
+        recording = _found(manager, recording_id)
+        if gate is not None:
+            client = request.client.host if request.client else ""
+            query = dict(request.query_params)
+            ask = AccessRequest("play", "vod", recording.app, recording.stream, query, client)
+            verdict = gate.check(ask, clock())
+            if not verdict.ok:
+                raise HTTPException(status_code=403, detail=verdict.reason)
+        return recording
+
     api = APIRouter(prefix="/api/v1", dependencies=dependencies)
 
     @api.post("/streams/{app}/{stream}/record", summary="Record this stream (now if live)")
@@ -89,13 +113,23 @@ def recordings_router(manager: RecordingManager, dependencies: list[params.Depen
 
     router.include_router(api)
 
-    @router.get("/vod/{recording_id}/media", summary="Recorded segment for the web player")
-    def vod_media(recording_id: str) -> FileResponse:
-        return _media(_found(manager, recording_id))
+    signed: dict[int | str, dict[str, Any]] = {
+        403: {"description": "Play signature missing, wrong or expired"}
+    }
 
-    @router.get("/vod/{recording_id}/regions.jsonl", summary="ROI sidecar for the web player")
-    def vod_regions(recording_id: str) -> FileResponse:
-        return _regions(_found(manager, recording_id))
+    @router.get(
+        "/vod/{recording_id}/media", summary="Recorded segment for the web player", responses=signed
+    )
+    def vod_media(recording_id: str, request: Request) -> FileResponse:
+        return _media(playable(recording_id, request))
+
+    @router.get(
+        "/vod/{recording_id}/regions.jsonl",
+        summary="ROI sidecar for the web player",
+        responses=signed,
+    )
+    def vod_regions(recording_id: str, request: Request) -> FileResponse:
+        return _regions(playable(recording_id, request))
 
     return router
 

@@ -143,7 +143,7 @@ async function playHls() {
 // sidecar; a line's "t" is the frame's media time in ms (README, Recording).
 async function playVod() {
   const id = encodeURIComponent(streamName);
-  const reply = await fetch(`/vod/${id}/regions.jsonl`);
+  const reply = await fetch(`/vod/${id}/regions.jsonl${query}`);
   if (!reply.ok) throw new Error(`no such recording (${reply.status})`);
   regions.limit = Infinity; // a whole segment, not a live window
   for (const line of (await reply.text()).split("\n")) {
@@ -153,7 +153,7 @@ async function playVod() {
     if (!(doc.w > 0 && doc.h > 0)) Object.assign(doc, { w: 1, h: 1 });
     addRoi(JSON.stringify(doc), "sidecar", doc.t);
   }
-  video.src = `/vod/${id}/media`;
+  video.src = `/vod/${id}/media${query}`;
   session = { close() {} };
   frameOf = (meta) => Math.round(meta.mediaTime * 1000);
   await firstFrame(20000);
