@@ -148,6 +148,16 @@ def wait_live(node: Node, app: str, name: str, timeout: float = 20) -> dict[str,
     raise TimeoutError(f"{app}/{name} not live on {node.name}")
 
 
+def wait_registered(node: Node, timeout: float = 20) -> list[dict[str, Any]]:
+    """The directory's entries once it has any (a push registered somewhere)."""
+    deadline = time.monotonic() + timeout
+    while not (entries := node.directory()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing registered in the directory via {node.name}")
+        time.sleep(0.3)
+    return entries
+
+
 @dataclass
 class Frames:
     """Video frames a player got: (timestamp, sha1 of the tag body, ROI SEI or None)."""

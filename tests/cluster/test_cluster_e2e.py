@@ -16,7 +16,15 @@ import httpx
 import pytest
 import websockets.sync.client
 
-from tests.cluster.nodes import Frames, Node, play_flv, play_rtmp, push, wait_live
+from tests.cluster.nodes import (
+    Frames,
+    Node,
+    play_flv,
+    play_rtmp,
+    push,
+    wait_live,
+    wait_registered,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -214,10 +222,7 @@ def test_workers_share_the_public_ports(database_url: str, backend: str, tmp_pat
         assert sorted(w["node_id"] for w in workers) == ["W-w0", "W-w1"]
         pusher = push(f"{node.rtmp}/live/cores", 12)
         try:
-            deadline = time.monotonic() + 20
-            while not node.directory():
-                assert time.monotonic() < deadline
-                time.sleep(0.3)
+            wait_registered(node)
             holder = node.directory()[0]["node_id"]
             time.sleep(1)
 
@@ -322,10 +327,7 @@ def test_workers_holder_killed_players_end_and_it_comes_back(backend: str, tmp_p
     try:
         node.wait_ready(nodes=2)
         pusher = push(f"{node.rtmp}/live/w", 30)
-        deadline = time.monotonic() + 20
-        while not node.directory():
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
+        wait_registered(node)
         holder = node.directory()[0]
         other = next(n for n in node.workers() if n["node_id"] != holder["node_id"])
         time.sleep(1)
@@ -349,10 +351,7 @@ def test_workers_holder_killed_players_end_and_it_comes_back(backend: str, tmp_p
             time.sleep(0.3)
         again = push(f"{node.rtmp}/live/w", 8)
         try:
-            deadline = time.monotonic() + 20
-            while not node.directory():
-                assert time.monotonic() < deadline
-                time.sleep(0.3)
+            wait_registered(node)
             time.sleep(1)
             replay = asyncio.run(play_flv(f"{node.http}/live/w.flv", 3, Frames()))
         finally:
@@ -405,10 +404,7 @@ def test_hls_over_workers_is_one_playlist(backend: str, tmp_path) -> None:
         node.wait_ready(nodes=2)
         pusher = push(f"{node.rtmp}/live/h", 20)
         try:
-            deadline = time.monotonic() + 20
-            while not node.directory():
-                assert time.monotonic() < deadline
-                time.sleep(0.3)
+            wait_registered(node)
             workers = [w["http_url"] for w in node.workers()]
             assert len(workers) == 2
             deadline = time.monotonic() + 20
