@@ -234,7 +234,7 @@ async def run_scaling(args: argparse.Namespace, clip: Clip, workdir: Path) -> li
             s.players for s in relay_n.steps if below_cap(s) and below_cap(nginx.step(s.players))
         ]
         if not counts:
-            print(f"  cpu/player against {nginx_label}: no common step below the CPU quota")
+            print(f"  cpu/player against {nginx_label}: no step both held below the CPU quota")
             continue
         count = max(counts)
         mine, theirs = relay_n.step(count), nginx.step(count)
