@@ -54,8 +54,13 @@ _CODECS: dict[str, tuple[str, Literal["h264", "hevc"]]] = {
 }
 
 # Decoder errors that mean "this frame is damaged": that GOP is relayed plain, ROI resumes at
-# the next keyframe that decodes.
-CORRUPT_FRAME_ERRORS = (av.error.InvalidDataError, av.error.PatchWelcomeError)
+# the next keyframe that decodes (with a fresh decoder). EOF: the decoder was drained and
+# takes nothing more.
+CORRUPT_FRAME_ERRORS = (
+    av.error.InvalidDataError,
+    av.error.PatchWelcomeError,
+    av.error.EOFError,
+)
 
 ModelLoader = Callable[[str], Any]
 TrackerFactory = Callable[[Any, RoiConfig], Any]
@@ -263,7 +268,14 @@ class TranscodeWorker:
             return
         pts = packet.timestamp + info.composition_time
         self._arrivals[pts] = item.arrived
-        av_packet = av.Packet(packet.payload[info.data_offset :])
+        data = packet.payload[info.data_offset :]
+        if not data:
+            # An empty packet is FFmpeg's "drain" signal, after which the decoder takes
+            # nothing more: an empty frame is a damaged frame like any other.
+            self._relay_rest_of_gop(packet, ValueError("empty frame"))
+            self._publish()
+            return
+        av_packet = av.Packet(data)
         av_packet.pts = pts
         av_packet.dts = packet.timestamp
         av_packet.time_base = Fraction(1, 1000)

@@ -105,21 +105,26 @@ def _status(relay: RunningRelay, name: str) -> dict:
     return reply.json()
 
 
+def _zero_slice(data: bytearray) -> None:
+    data[5:] = bytes(len(data) - 5)  # FFmpeg: "Invalid data"
+
+
+def _empty(data: bytearray) -> None:
+    data.clear()  # an empty packet drains the decoder (the live fuzz campaign's EOFError)
+
+
+@pytest.mark.parametrize("damage", [_zero_slice, _empty], ids=["zeroed-slice", "empty-frame"])
 def test_one_corrupt_gop_is_relayed_plain_and_roi_resumes_at_the_next_keyframe(
-    relay_factory, caplog: pytest.LogCaptureFixture
+    relay_factory, caplog: pytest.LogCaptureFixture, damage: Callable[[bytearray], None]
 ) -> None:
     caplog.set_level(logging.INFO, logger="app.roi")
     relay = relay_factory(template_activation_delay=0)
     template = _template(relay, "cgop")
     packets = flv_packets(encode_flv(seconds=7, fps=FPS, gop=GOP), media_only=True)
     frames = _video_frames(packets)
-    # The sixth frame of the third GOP: its slice data zeroed (FFmpeg: "Invalid data").
+    # The sixth frame of the third GOP is damaged.
     bad = frames[2 * GOP + 5]
-
-    def zero_slice(data: bytearray) -> None:
-        data[5:] = bytes(len(data) - 5)
-
-    packets[bad] = _replace_frame_data(packets[bad], zero_slice)
+    packets[bad] = _replace_frame_data(packets[bad], damage)
     name = f"cg?roirecognition={template}"
     pusher = threading.Thread(target=_push, args=(relay, name, packets))
     pusher.start()
