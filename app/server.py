@@ -10,6 +10,7 @@ import uvicorn
 from fastapi import FastAPI, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp
 
 from app import __version__
 from app.api.docs import mount_docs
@@ -26,7 +27,6 @@ from app.api.streams import streams_router
 from app.api.templates import document_models, models_router, mount_console, templates_router
 from app.api.whep import whep_router
 from app.cluster.api import cluster_router
-from app.cluster.http import AsgiApp
 from app.cluster.wiring import Cluster, listening_socket
 from app.config import Settings
 from app.hooks.wiring import Hooks
@@ -109,7 +109,7 @@ class Relay:
         self.http_app = self._build_http_app()
         # HTTP-FLV is answered in front of FastAPI (app/outputs/flv.py says why); body limits
         # in front of everything.
-        self.asgi_app: AsgiApp = BodyLimit(
+        self.asgi_app: ASGIApp = BodyLimit(
             HttpFlvPlayback(self.hub, self.http_app, admit=self.hooks.admission),
             body_limits(settings.http_max_body_bytes, settings.whep_max_offer_bytes),
         )

@@ -17,12 +17,11 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.cluster.directory import NodeAddress
 from app.cluster.edge import PULL_REMOTE, EdgePuller
@@ -32,11 +31,6 @@ from app.hub import Hub, StreamKey
 
 log = logging.getLogger("app.cluster")
 
-Message = MutableMapping[str, Any]
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Requests that start playback of one stream (segments and WHEP sessions follow from them).
 _PLAY = re.compile(r"^/([^/]+)/([^/]+?)(\.flv|\.m3u8|/whep|/roi)$")
@@ -52,7 +46,7 @@ async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[byte
 
 
 class ClusterGateway:
-    def __init__(self, hub: Hub, node: ClusterNode, puller: EdgePuller, app: AsgiApp) -> None:
+    def __init__(self, hub: Hub, node: ClusterNode, puller: EdgePuller, app: ASGIApp) -> None:
         self.hub = hub
         self.node = node
         self.puller = puller

@@ -5,10 +5,11 @@ from __future__ import annotations
 import socket
 
 from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.cluster.directory import NodeAddress
 from app.cluster.edge import EdgePuller
-from app.cluster.http import AsgiApp, ClusterGateway, Receive, Scope, Send
+from app.cluster.http import ClusterGateway
 from app.cluster.metrics import ClusterCollector
 from app.cluster.node import ClusterNode, advertised_host, default_node_id
 from app.config import Settings
@@ -42,7 +43,7 @@ class Cluster:
     def is_pulled(self, stream: Stream) -> bool:
         return self.node is not None and stream.key in self.node.pulled
 
-    def wire(self, app: AsgiApp, rtmp: RtmpServer, registry: CollectorRegistry) -> AsgiApp:
+    def wire(self, app: ASGIApp, rtmp: RtmpServer, registry: CollectorRegistry) -> ASGIApp:
         self._rtmp = rtmp
         self._app = app
         self._registry = registry

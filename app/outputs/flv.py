@@ -11,19 +11,13 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.auth import AccessRequest, Admit, admit_all
 from app.hub import Hub, StreamKey, Subscription
 from app.media.flv import FLV_FILE_HEADER
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 FLV_PATH = re.compile(r"^/([^/]+)/([^/]+)\.flv$")
 _HEADERS = [
@@ -56,7 +50,7 @@ async def write_flv(sub: Subscription, send: Send) -> None:
 class HttpFlvPlayback:
     """ASGI: ``GET /{app}/{stream}.flv`` from the hub; every other request goes to ``app``."""
 
-    def __init__(self, hub: Hub, app: AsgiApp, admit: Admit = admit_all) -> None:
+    def __init__(self, hub: Hub, app: ASGIApp, admit: Admit = admit_all) -> None:
         self.hub = hub
         self.app = app
         self.admit = admit
