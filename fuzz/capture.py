@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -28,6 +27,7 @@ from app.media.flv import parse_video_tag
 from app.rtmp.chunk import ChunkError, ChunkReader, MessageType
 from app.rtmp.handshake import HANDSHAKE_SIZE
 from app.rtmp.server import RtmpServer
+from tests.support.obs import OBS_COMMAND, colour_source, obs_environment, write_obs_config
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 MAX_BYTES = 48 * 1024
@@ -145,49 +145,21 @@ async def run_client(command: list[str], timeout: float = 30) -> None:
         await proc.wait()
 
 
-def obs_config(home: Path, server: str, key: str) -> dict[str, str]:
-    """A fresh OBS config home streaming a colour source to ``server``/``key``; returns the
-    environment to start OBS with (headless under Xvfb, software GL)."""
-    obs = home / "obs-studio"
-    profile, scenes = obs / "basic" / "profiles" / "fuzz", obs / "basic" / "scenes"
-    profile.mkdir(parents=True)
-    scenes.mkdir(parents=True)
-    (obs / "global.ini").write_text(
-        "[General]\nFirstRun=true\nLastVersion=486539266\nEnableAutoUpdates=false\n"
-        "ConfirmOnExit=false\n\n[Basic]\nProfile=fuzz\nProfileDir=fuzz\n"
-        "SceneCollection=fuzz\nSceneCollectionFile=fuzz\n"
-    )
-    (profile / "basic.ini").write_text(
-        "[General]\nName=fuzz\n\n[Video]\nBaseCX=160\nBaseCY=90\nOutputCX=160\n"
-        "OutputCY=90\nFPSType=1\nFPSInt=10\n\n[Output]\nMode=Simple\n"
-    )
-    service = {"type": "rtmp_custom", "settings": {"server": server, "key": key}}
-    (profile / "service.json").write_text(json.dumps(service))
-    colour = {"id": "color_source", "versioned_id": "color_source_v3", "name": "Colour",
-              "settings": {"color": 4281545523, "width": 160, "height": 90}}  # fmt: skip
-    item = {"name": "Colour", "id": 1, "visible": True}
-    scene = {"id": "scene", "versioned_id": "scene", "name": "Scene",
-             "settings": {"id_counter": 1, "items": [item]}}  # fmt: skip
-    collection = {"name": "fuzz", "current_scene": "Scene", "current_program_scene": "Scene",
-                  "scene_order": [{"name": "Scene"}], "sources": [colour, scene]}  # fmt: skip
-    (scenes / "fuzz.json").write_text(json.dumps(collection))
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("QT_")}
-    return {**inherited, "HOME": str(home), "XDG_CONFIG_HOME": str(home),
-            "LIBGL_ALWAYS_SOFTWARE": "1"}  # fmt: skip
-
-
 async def capture_obs(port: int, captures: dict[str, bytearray], label: list[str]) -> None:
     if not (shutil.which("obs") and shutil.which("xvfb-run")):
         print("skipped obs-push: obs-studio or xvfb is not installed")
         return
     label[0] = "obs-push"
     with tempfile.TemporaryDirectory() as home:
-        env = obs_config(Path(home), f"rtmp://127.0.0.1:{port}/live", "obs")
+        config = Path(home)
+        write_obs_config(
+            config, "fuzz", f"rtmp://127.0.0.1:{port}/live", "obs",
+            size=(160, 90), fps=10, source=colour_source(160, 90),
+        )  # fmt: skip
         proc = await asyncio.create_subprocess_exec(
-            "xvfb-run", "-a", "obs", "--startstreaming", "--disable-updater",
-            "--disable-shutdown-check", "--disable-missing-files-check",
-            env=env, cwd=home, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+            *OBS_COMMAND, env=obs_environment(config, config), cwd=home,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
         )  # fmt: skip
         for _ in range(600):  # OBS takes a while to start under Xvfb
             if len(captures.get("obs-push-0", b"")) >= MAX_BYTES or proc.returncode is not None:

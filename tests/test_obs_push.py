@@ -3,9 +3,8 @@ face to the relay, with the query in the Stream Key and in the Server field: the
 ROI regions and plays over HTTP-FLV; when the relay restarts, OBS's own reconnect brings the
 stream back, with ROI, within 15 s.
 
-OBS reads everything from its config folder ($XDG_CONFIG_HOME/obs-studio): global.ini (which
-profile and scene collection), the profile (basic.ini, service.json, streamEncoder.json) and
-the scene collection (one image source showing a face). `--startstreaming` starts the push.
+OBS's config home and command line are tests/support/obs.py's; the scene is one image source
+showing a face.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ import pytest
 
 from app.hub import StreamKey
 from tests.support.av_client import run_client
+from tests.support.obs import OBS_COMMAND, image_source, obs_environment, write_obs_config
 from tests.support.relay_harness import RunningRelay, create_template
 
 FACE = Path(__file__).resolve().parent / "data" / "images" / "grace_hopper.jpg"
@@ -39,58 +39,13 @@ pytestmark = [
 ]
 
 
-def write_obs_config(config_home: Path, server: str, key: str) -> None:
-    """A profile that streams to `server`/`key` (x264, keyframe every second, OBS's automatic
-    reconnect every second) and a scene with the photo of a face filling the picture."""
-    obs = config_home / "obs-studio"
-    profile = obs / "basic" / "profiles" / "roi"
-    scenes = obs / "basic" / "scenes"
-    profile.mkdir(parents=True)
-    scenes.mkdir(parents=True)
-    # FirstRun + LastVersion: no auto-configuration wizard on a fresh config.
-    (obs / "global.ini").write_text(
-        "[General]\nFirstRun=true\nLastVersion=486539266\nEnableAutoUpdates=false\n"
-        "WarnBeforeStartingStream=false\nWarnBeforeStoppingStream=false\nConfirmOnExit=false\n"
-        "\n[Basic]\nProfile=roi\nProfileDir=roi\nSceneCollection=roi\nSceneCollectionFile=roi\n"
-    )
-    (profile / "basic.ini").write_text(
-        f"[General]\nName=roi\n\n[Video]\nBaseCX={WIDTH}\nBaseCY={HEIGHT}\nOutputCX={WIDTH}\n"
-        f"OutputCY={HEIGHT}\nFPSType=1\nFPSInt=25\n\n"
-        "[Output]\nMode=Advanced\nReconnect=true\nRetryDelay=1\nMaxRetries=30\n\n"
-        "[AdvOut]\nEncoder=obs_x264\nTrackIndex=1\nApplyServiceSettings=true\n\n"
-        "[Audio]\nSampleRate=44100\nChannelSetup=Stereo\n"
-    )
-    (profile / "service.json").write_text(
-        json.dumps(
-            {"type": "rtmp_custom", "settings": {"server": server, "key": key, "use_auth": False}}
-        )
-    )
-    (profile / "streamEncoder.json").write_text(
-        json.dumps({"rate_control": "CBR", "bitrate": 600, "keyint_sec": 1, "preset": "veryfast"})
-    )
-    face = {"id": "image_source", "versioned_id": "image_source", "name": "Face",
-            "settings": {"file": str(FACE)}}  # fmt: skip
-    item = {
-        "name": "Face", "id": 1, "visible": True, "pos": {"x": 0.0, "y": 0.0},
-        "scale": {"x": 1.0, "y": 1.0}, "rot": 0.0, "align": 5,
-        "bounds_type": 2, "bounds_align": 0, "bounds": {"x": float(WIDTH), "y": float(HEIGHT)},
-    }  # fmt: skip
-    scene = {"id": "scene", "versioned_id": "scene", "name": "Scene",
-             "settings": {"id_counter": 1, "custom_size": False, "items": [item]}}  # fmt: skip
-    (scenes / "roi.json").write_text(
-        json.dumps(
-            {
-                "name": "roi",
-                "current_scene": "Scene",
-                "current_program_scene": "Scene",
-                "scene_order": [{"name": "Scene"}],
-                "sources": [face, scene],
-                "transitions": [],
-                "current_transition": "Fade",
-                "transition_duration": 300,
-            }
-        )
-    )
+# x264 with a keyframe every second, OBS's automatic reconnect every second.
+OUTPUT = (
+    "[Output]\nMode=Advanced\nReconnect=true\nRetryDelay=1\nMaxRetries=30\n\n"
+    "[AdvOut]\nEncoder=obs_x264\nTrackIndex=1\nApplyServiceSettings=true\n\n"
+    "[Audio]\nSampleRate=44100\nChannelSetup=Stereo\n"
+)
+ENCODER = {"rate_control": "CBR", "bitrate": 600, "keyint_sec": 1, "preset": "veryfast"}
 
 
 class ObsStudio:
@@ -98,20 +53,13 @@ class ObsStudio:
 
     def __init__(self, home: Path, server: str, key: str) -> None:
         self.config_home = home / ".config"
-        write_obs_config(self.config_home, server, key)
-        # Not the Qt plugin path OpenCV's import puts into this process's environment.
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("QT_")}
-        env = {
-            **inherited,
-            "HOME": str(home),
-            "XDG_CONFIG_HOME": str(self.config_home),
-            "LIBGL_ALWAYS_SOFTWARE": "1",
-        }
+        write_obs_config(
+            self.config_home, "roi", server, key, size=(WIDTH, HEIGHT), fps=25,
+            source=image_source(FACE), output=OUTPUT, encoder=ENCODER,
+        )  # fmt: skip
         self.proc = subprocess.Popen(
-            ["xvfb-run", "-a", "obs", "--startstreaming", "--disable-updater",
-             "--disable-shutdown-check", "--disable-missing-files-check"],
-            env=env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            OBS_COMMAND, env=obs_environment(home, self.config_home), cwd=home,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
 
     def log(self) -> str:
