@@ -94,7 +94,7 @@ class ClusterGateway:
             # nodes can keep the segments).
             key = StreamKey(hls[1], hls[2])
             if self.hub.get(key) is None or key in self.node.pulled:
-                holder = await self.node.holder(key)
+                holder = await self.node.holder(key, recent=True)
                 if holder is not None:
                     if self.redirect:
                         await self._redirect(holder.node.http_url, scope, send)

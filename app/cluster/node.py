@@ -240,8 +240,17 @@ class ClusterNode:
 
     # --------------------------------------------------------------- lookups
 
-    async def holder(self, key: StreamKey) -> DirectoryEntry | None:
-        """The live node holding ``key`` other than this one, or None."""
+    async def holder(self, key: StreamKey, *, recent: bool = False) -> DirectoryEntry | None:
+        """The live node holding ``key`` other than this one, or None. ``recent``: the last
+        heartbeat's reading will do when it names such a node, so that requests which come
+        often (HLS playlists and segments) do not each read the database."""
+        known = self.snapshot.get(key) if recent else None
+        if (
+            known is not None
+            and known.node.node_id != self.me.node_id
+            and known.alive(self.directory.expiry)
+        ):
+            return known
         try:
             entry = await asyncio.to_thread(self.directory.lookup, key)
         except SQLAlchemyError as exc:
