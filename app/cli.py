@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,21 @@ def worker_count(value: str) -> int:
     return count
 
 
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop ``roi-relay serve`` runs on: uvloop for ``auto`` when it imports (its sockets,
+    transports and callbacks are libuv's C, the per-packet fan-out's hot path), asyncio's own
+    for ``asyncio``; ``uvloop`` asked for and missing is an error."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("ROI_RELAY_EVENT_LOOP=uvloop, but uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     overrides: dict[str, Any] = {
@@ -118,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    asyncio.run(run())
+    with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
+        runner.run(run())
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 log = logging.getLogger("app.rtmp")
 
@@ -51,7 +52,8 @@ class TlsAcceptor(asyncio.Protocol):
         self._target: asyncio.Protocol | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport (uvloop's are not asyncio.Transport subclasses: no isinstance).
+        transport = cast(asyncio.Transport, transport)
         # Nothing may be read before start_tls takes over the socket (it resumes reading).
         transport.pause_reading()
         task = asyncio.get_running_loop().create_task(self._upgrade(transport))
