@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import json
 import re
+from collections.abc import Generator
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -18,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.auth import AccessRequest, Admit, admit_all
 from app.hub import Hub, StreamKey, Subscription
 from app.media.flv import FLV_FILE_HEADER
+from app.media.packet import MediaPacket
 
 FLV_PATH = re.compile(r"^/([^/]+)/([^/]+)\.flv$")
 _HEADERS = [
@@ -27,24 +30,101 @@ _HEADERS = [
 ]
 
 
+class BodyWriter:
+    """Response body writes through ASGI ``send``, started straight from the hub's fan-out.
+
+    An asyncio server's ``send`` returns without suspending while its transport takes data
+    (uvicorn awaits only while writing is paused). Stepping it by hand there saves the player
+    task a wake-up per packet. When it does suspend, it is resumed when what it waits for is
+    done; until then, and while the player task holds packets it took from the queue, the
+    subscription queues (``Subscription.direct`` says no): bytes go out in order, and a slow
+    player still skips to keyframes.
+    """
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._loop = asyncio.get_running_loop()
+        self._unfinished: Generator[Any, None, None] | None = None
+        self._finished = asyncio.Event()
+        self._task_writing = False
+        self.error: BaseException | None = None
+
+    def offer(self, packet: MediaPacket) -> bool:
+        """``Subscription.direct``: the packet's tag, written now if it can be."""
+        if self._unfinished is not None or self._task_writing or self.error is not None:
+            return False
+        self._start(packet.flv_tag(), True)
+        return True
+
+    async def write(self, data: bytes, more: bool = True) -> None:
+        """Writes after any unfinished write; raises what the connection raised.
+
+        Called by the player task with what it took from the queue: from the call on (no
+        await before it), direct writes wait, so that nothing overtakes ``data``.
+        """
+        self._task_writing = True
+        try:
+            await self._wait()
+            if self.error is None:
+                self._start(data, more)
+                await self._wait()
+        finally:
+            self._task_writing = False
+        if self.error is not None:
+            raise self.error
+
+    async def _wait(self) -> None:
+        while self._unfinished is not None:
+            self._finished.clear()
+            await self._finished.wait()
+
+    def _start(self, data: bytes, more: bool) -> None:
+        body = {"type": "http.response.body", "body": data, "more_body": more}
+        self._step(self._send(body).__await__())
+
+    def _step(self, write: Generator[Any, None, None]) -> None:
+        try:
+            waiting = write.send(None)
+        except StopIteration:
+            self._end_write()
+            return
+        except (Exception, asyncio.CancelledError) as exc:  # the connection broke: the task ends
+            self.error = exc
+            self._end_write()
+            return
+        self._unfinished = write
+        if asyncio.isfuture(waiting):
+            # Taken over from a Task: the future must not believe a Task is waiting on it.
+            waiting._asyncio_future_blocking = False
+            waiting.add_done_callback(lambda _done: self._step(write))
+        else:  # a bare yield (asyncio.sleep(0)): run again on the next loop pass
+            self._loop.call_soon(self._step, write)
+
+    def _end_write(self) -> None:
+        if self._unfinished is not None:
+            self._unfinished = None
+            self._finished.set()
+
+
 async def write_flv(sub: Subscription, send: Send) -> None:
     """The FLV header, then every packet as a tag, until the stream ends or the player goes.
 
-    Whatever is queued goes out in one write: a player that has fallen behind costs one
+    Packets go out from the hub's fan-out while the connection takes them (``BodyWriter``);
+    what queued meanwhile goes out in one write: a player that has fallen behind costs one
     write per wake-up instead of one per packet.
     """
-    await send({"type": "http.response.body", "body": FLV_FILE_HEADER, "more_body": True})
-    while (packet := await sub.get()) is not None:
-        more = sub.get_nowait()
-        if more is None:
-            body = packet.flv_tag()
-        else:
-            parts = [packet.flv_tag(), more.flv_tag()]
+    writer = BodyWriter(send)
+    await writer.write(FLV_FILE_HEADER)
+    sub.direct = writer.offer
+    try:
+        while (packet := await sub.get()) is not None:
+            parts = [packet.flv_tag()]
             while (more := sub.get_nowait()) is not None:
                 parts.append(more.flv_tag())
-            body = b"".join(parts)
-        await send({"type": "http.response.body", "body": body, "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await writer.write(b"".join(parts) if len(parts) > 1 else parts[0])
+    finally:
+        sub.direct = None
+    await writer.write(b"", more=False)
 
 
 class HttpFlvPlayback:

@@ -24,7 +24,7 @@ from app.rtmp.chunk import MessageType
 from app.rtmp.handshake import ClientHandshake
 from tests.rtmp.conftest import StartRelay
 from tests.support.av_client import client_command, client_result
-from tests.support.rtmp_client import SocketClient
+from tests.support.rtmp_client import SocketClient, publish_fast
 
 pytestmark = pytest.mark.slow
 
@@ -426,33 +426,6 @@ async def test_bad_input_closes_only_that_connection_while_a_stream_flows(
 
 
 # ----------------------------------------------------------------------------- flow control
-
-
-def fake_video(keyframe: bool, size: int) -> bytes:
-    return bytes([0x17 if keyframe else 0x27, 1, 0, 0, 0]) + bytes(size)
-
-
-def publish_fast(port: int, name: str, frames: int, size: int, go: threading.Event) -> float:
-    """Publishes synthetic H.264 tags as fast as the socket takes them, once ``go`` is set;
-    returns the seconds that took."""
-    client = SocketClient(port)
-    client.handshake_and_connect()
-    client.send(client.proto.command("createStream", None))
-    client.wait_for(lambda: sum(c[0] == "_result" for c in client.proto.commands()) == 2)
-    client.send(client.proto.command("publish", None, name, "live", stream_id=1))
-    client.wait_for(
-        lambda: any(s["code"] == "NetStream.Publish.Start" for s in client.proto.statuses())
-    )
-    writer = client.proto.writer
-    client.send(writer.set_chunk_size(65536))
-    client.send(writer.write(6, MessageType.VIDEO, 1, 0, bytes([0x17, 0, 0, 0, 0]) + b"avcC"))
-    assert go.wait(10)
-    started = time.monotonic()
-    for i in range(frames):
-        client.send(writer.write(6, MessageType.VIDEO, 1, i * 40, fake_video(i % 25 == 0, size)))
-    elapsed = time.monotonic() - started
-    client.close()
-    return elapsed
 
 
 def play_raw(port: int, name: str, read: bool, frames_wanted: int = 0) -> SocketClient:

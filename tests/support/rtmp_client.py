@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -288,3 +289,30 @@ class AsyncRtmpClient(asyncio.Protocol):
             self.on_closed()
         if not self.ready.done():
             self.ready.set_exception(ConnectionError("connection closed before start"))
+
+
+def fake_video(keyframe: bool, size: int) -> bytes:
+    return bytes([0x17 if keyframe else 0x27, 1, 0, 0, 0]) + bytes(size)
+
+
+def publish_fast(port: int, name: str, frames: int, size: int, go: threading.Event) -> float:
+    """Publishes synthetic H.264 tags as fast as the socket takes them, once ``go`` is set;
+    returns the seconds that took."""
+    client = SocketClient(port)
+    client.handshake_and_connect()
+    client.send(client.proto.command("createStream", None))
+    client.wait_for(lambda: sum(c[0] == "_result" for c in client.proto.commands()) == 2)
+    client.send(client.proto.command("publish", None, name, "live", stream_id=1))
+    client.wait_for(
+        lambda: any(s["code"] == "NetStream.Publish.Start" for s in client.proto.statuses())
+    )
+    writer = client.proto.writer
+    client.send(writer.set_chunk_size(65536))
+    client.send(writer.write(6, MessageType.VIDEO, 1, 0, bytes([0x17, 0, 0, 0, 0]) + b"avcC"))
+    assert go.wait(10)
+    started = time.monotonic()
+    for i in range(frames):
+        client.send(writer.write(6, MessageType.VIDEO, 1, i * 40, fake_video(i % 25 == 0, size)))
+    elapsed = time.monotonic() - started
+    client.close()
+    return elapsed
