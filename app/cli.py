@@ -79,9 +79,11 @@ def available_cores(root: Path = Path("/sys/fs/cgroup")) -> int:
     return cores or 1
 
 
-def worker_count(value: str) -> int:
+def worker_count(value: str, free_ports: bool = False) -> int:
+    """The processes ``--workers value`` starts; ``auto`` is the available cores, or one when
+    ``free_ports`` (a public port of 0: workers can share only a port named in advance)."""
     if value.strip().lower() == "auto":
-        return available_cores()
+        return 1 if free_ports else available_cores()
     try:
         count = int(value)
     except ValueError:
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    workers = worker_count(settings.workers)
+    workers = worker_count(settings.workers, 0 in (settings.rtmp_port, settings.http_port))
     if workers > 1:
         from app.cluster.workers import run_workers
 

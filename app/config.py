@@ -121,8 +121,9 @@ class Settings(BaseSettings):
     node_expiry_seconds: float = Field(5.0, gt=0)
     edge_mode: Literal["pull", "redirect"] = "pull"
     edge_grace_seconds: float = Field(10.0, ge=0)
-    # Processes behind the same public ports: a number or "auto" (the machine's cores).
-    workers: str = "1"
+    # Processes behind the same public ports: a number or "auto" (the cores this process may
+    # use; one when a public port is 0, since each worker would get its own free port).
+    workers: str = "auto"
 
     @field_validator(
         "rtmps_port", "tls_cert", "tls_key", "record_dir", "forward_tls_ca", mode="before"

@@ -154,6 +154,8 @@ def start_server(workdir: Path, media: bool, root: Path = ROOT) -> Server:
         str(workdir / "data"),
         "--log-level",
         "info",
+        "--workers",  # one process: its RSS and log are what the campaign reads
+        "1",
     ]
     log = log_path.open("wb")
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -203,8 +203,7 @@ async def start_roi_relay(
     log = workdir / f"{name}.log"
     args = ["-m", "app.cli", "serve", "--host", HOST, "--rtmp-port", str(rtmp_port)]
     args += ["--http-port", str(http_port), "--data-dir", str(data_dir), "--log-level", "warning"]
-    if workers > 1:
-        args += ["--workers", str(workers)]
+    args += ["--workers", str(workers)]
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,

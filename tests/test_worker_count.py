@@ -45,6 +45,9 @@ def test_a_quota_above_the_affinity_does_not_add_cores(tmp_path: Path) -> None:
 def test_worker_count_reads_numbers_and_auto() -> None:
     assert worker_count("3") == 3
     assert worker_count(" AUTO ") == available_cores()
+    # A free port (0) cannot be shared: auto is then one process, a number is still obeyed.
+    assert worker_count("auto", free_ports=True) == 1
+    assert worker_count("2", free_ports=True) == 2
     with pytest.raises(SystemExit, match="must be a number or auto"):
         worker_count("many")
     with pytest.raises(SystemExit, match="at least 1"):

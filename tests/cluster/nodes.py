@@ -61,8 +61,7 @@ class Node:
         }
         args = [sys.executable, "-m", "app.cli", "serve"]
         args += ["--rtmp-port", str(self.rtmp_port), "--http-port", str(self.http_port)]
-        if workers > 1:
-            args += ["--workers", str(workers)]
+        args += ["--workers", str(workers)]
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             args, cwd=ROOT, env=environment, stdout=self._log, stderr=subprocess.STDOUT

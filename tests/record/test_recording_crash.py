@@ -41,6 +41,7 @@ class RelayProcess:
             "ROI_RELAY_DATA_DIR": str(data),
             "ROI_RELAY_RECORD": "live/*",
             "ROI_RELAY_RECORD_MIN_FREE_MB": "0",
+            "ROI_RELAY_WORKERS": "1",  # kill -9 is aimed at the process that records
             **env,
         }
         self.log = data.parent / "relay.log"
