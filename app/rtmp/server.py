@@ -537,17 +537,33 @@ class RtmpConnection(asyncio.Protocol):
         if packet.kind is TagType.DATA:
             session.send_media(stream_id, packet.kind, packet.timestamp, packet.payload)
             return
+        session.send_chunks(self._media_chunks(stream_id, packet))
+
+    def _media_chunks(self, stream_id: int, packet: MediaPacket) -> bytes:
+        """The packet's chunks for this session, built once for every player alike."""
+        session = self.session
         build = partial(
             session.media_chunks, stream_id, packet.kind, packet.timestamp, packet.payload
         )
-        session.send_chunks(packet.encoded(("rtmp", *session.media_chunks_key(stream_id)), build))
+        return packet.encoded(("rtmp", *session.media_chunks_key(stream_id)), build)
 
     def _send_now(self, stream_id: int, packet: MediaPacket) -> bool:
-        """The hub's direct path: write at once while the socket has room."""
+        """The hub's direct path: write at once while the socket has room.
+
+        The shared chunks go to the transport as they are, after whatever the session has
+        queued: no copy into the session's buffer and out again, per player and packet.
+        """
         if self._closing or not self._writable.is_set():
             return False
-        self._send_packet(stream_id, packet)
+        if packet.kind is TagType.DATA:
+            self._send_packet(stream_id, packet)
+            self._flush()
+            return True
+        chunks = self._media_chunks(stream_id, packet)
         self._flush()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(chunks)
+            self.server.counters.bytes_out += len(chunks)
         return True
 
     def _player_done(self, stream_id: int, task: asyncio.Task[Any]) -> None:
