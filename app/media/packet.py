@@ -42,6 +42,9 @@ class MediaPacket:
         return data
 
     def flv_tag(self) -> bytes:
+        cache = self._encoded  # built once, read once per player: the read without a closure
+        if cache is not None and (tag := cache.get("flv")) is not None:
+            return tag
         return self.encoded("flv", lambda: flv_tag(self.kind, self.timestamp, self.payload))
 
     @classmethod
