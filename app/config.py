@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     roi_max_picture_side: int = Field(8192, ge=64)
     # glibc malloc arenas (0: glibc's default, 8 per core); MALLOC_ARENA_MAX, if set, wins.
     malloc_arena_max: int = Field(2, ge=0)
+    # Blocks from this size up come from mmap (0: glibc's sliding threshold); the env wins.
+    malloc_mmap_threshold: int = Field(128 * 1024, ge=0, le=32 * 1024 * 1024)
     # The event loop: uvloop (libuv, from uvicorn[standard]) when it imports, else asyncio's.
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     # Operator integration (app/hooks): event callbacks, the publish/play hook, signed play.

@@ -1,4 +1,5 @@
-"""The CLI caps glibc's malloc arenas before any worker thread starts (issue 17, 8)."""
+"""The CLI caps glibc's malloc arenas before any worker thread starts and fixes its mmap
+threshold (issue 17, 8)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,54 @@ def test_the_environment_variable_wins(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert bound_malloc_arenas(2) is False
+
+
+# A 1 MiB block freed raises glibc's sliding mmap threshold to 1 MiB: a 512 KiB block then
+# comes from the heap. With the threshold fixed it is still mmapped (mallinfo2's hblks).
+_MMAP_PROBE = textwrap.dedent(
+    """
+    import ctypes, sys
+    from app.cli import fix_mmap_threshold
+    print(fix_mmap_threshold(int(sys.argv[1])))
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in (
+            "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+        ).split()]
+    libc.mallinfo2.restype = MallInfo2
+    libc.free(libc.malloc(1 << 20))
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(512 << 10)
+    print(libc.mallinfo2().hblks - before)
+    libc.free(block)
+    """
+)
+
+
+def _mmapped_blocks(threshold: int) -> tuple[str, int]:
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    out = subprocess.run(
+        [sys.executable, "-c", _MMAP_PROBE, str(threshold)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        timeout=60,
+    ).stdout.split()
+    return out[0], int(out[1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallinfo2")
+def test_large_blocks_stay_mmapped_with_the_threshold_fixed() -> None:
+    assert _mmapped_blocks(128 * 1024) == ("True", 1)
+    # glibc's own sliding threshold: the same block now comes from the heap.
+    assert _mmapped_blocks(0) == ("False", 0)
+
+
+def test_the_mmap_environment_variable_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.cli import fix_mmap_threshold
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert fix_mmap_threshold(131072) is False
