@@ -108,7 +108,8 @@ class Subscription:
                     self.dropped_frames += 1
                 return
             self._awaiting_keyframe = False
-        self._append(packet)
+        if self._append(packet):
+            return  # handed over: nothing queued, nothing to skip
         if (
             self._buffered_ms() > self.max_buffer_ms
             or self._queued_bytes > MAX_QUEUE_BYTES
@@ -116,14 +117,16 @@ class Subscription:
         ):
             self._skip_to_next_keyframe()
 
-    def _append(self, packet: MediaPacket) -> None:
-        # Nothing queued and the player can take it now: hand it over without a task switch.
+    def _append(self, packet: MediaPacket) -> bool:
+        """Queues the packet, or hands it over (True) when nothing is queued and the player
+        can take it now: without a task switch, once per player per packet."""
         if self.direct is not None and not self._queue and self.direct(packet):
-            self.bytes_out += packet.size
-            return
+            self.bytes_out += len(packet.payload)
+            return True
         self._queue.append(packet)
-        self._queued_bytes += packet.size
+        self._queued_bytes += len(packet.payload)
         self._wakeup.set()
+        return False
 
     def _skip_to_next_keyframe(self) -> None:
         """Drops queued media up to the newest queued keyframe, or all of it if there is none.

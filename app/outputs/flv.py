@@ -53,7 +53,8 @@ class BodyWriter:
         """``Subscription.direct``: the packet's tag, written now if it can be."""
         if self._unfinished is not None or self._task_writing or self.error is not None:
             return False
-        self._start(packet.flv_tag(), True)
+        body = {"type": "http.response.body", "body": packet.flv_tag(), "more_body": True}
+        self._step(self._send(body).__await__())
         return True
 
     async def write(self, data: bytes, more: bool = True) -> None:
