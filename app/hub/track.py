@@ -47,8 +47,9 @@ class Subscription:
         self._wakeup = asyncio.Event()
         self._ended = False
         self._closed = False
-        # Set by an output that can write synchronously (RTMP play): called with a packet when
-        # nothing is queued; returns False when the player cannot take it now (then it queues).
+        # Set by an output that can write synchronously (RTMP play, HTTP-FLV): called with a
+        # packet when nothing is queued; returns False when the player cannot take it now
+        # (then it queues).
         self.direct: Callable[[MediaPacket], bool] | None = None
         # True until the next video keyframe: set at start when no GOP is cached, and after
         # an overflow, so playback always resumes on a picture the decoder can show.
