@@ -36,7 +36,7 @@ from app.media.packet import MediaPacket
 from app.rtmp import events as rtmp
 from app.rtmp.chunk import PendingBudget
 from app.rtmp.session import RtmpServerSession
-from app.rtmp.tls import TlsAcceptor
+from app.rtmp.tls import TlsListener
 
 log = logging.getLogger("app.rtmp")
 
@@ -96,7 +96,7 @@ class RtmpServer:
         self.port = 0
         self.tls_port = 0
         self._servers: list[asyncio.Server] = []
-        self._tls_upgrades: set[asyncio.Task[None]] = set()
+        self._tls_listeners: list[TlsListener] = []
         self._connections: set[RtmpConnection] = set()
         # Cluster hooks (app/cluster): why a publish must be refused beyond auth, and a stream
         # held by another node, pulled here for a player.
@@ -123,28 +123,23 @@ class RtmpServer:
             server = await loop.create_server(
                 lambda: RtmpConnection(self), host, port, reuse_port=reuse_port or None
             )
+            self._servers.append(server)
+            bound = self.port = int(server.sockets[0].getsockname()[1])
         else:
-            context = tls
-            server = await loop.create_server(
-                lambda: TlsAcceptor(context, lambda: RtmpConnection(self), self._tls_upgrades),
-                host,
-                port,
-                reuse_port=reuse_port or None,
+            listener = await TlsListener.open(
+                host, port, tls, lambda: RtmpConnection(self), reuse_port=reuse_port
             )
-        self._servers.append(server)
-        bound = int(server.sockets[0].getsockname()[1])
-        if tls is None:
-            self.port = bound
-        else:
-            self.tls_port = bound
+            self._tls_listeners.append(listener)
+            bound = self.tls_port = listener.port
         log.info("%s listening on %s:%d", "RTMP" if tls is None else "RTMPS", host, bound)
         return bound
 
     async def close(self) -> None:
         for server in self._servers:
             server.close()
-        for task in tuple(self._tls_upgrades):
-            task.cancel()
+        for listener in self._tls_listeners:
+            await listener.close()
+        self._tls_listeners.clear()
         for conn in tuple(self._connections):
             conn.close("server shutting down")
         for server in self._servers:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from app.cli import event_loop_factory
 from app.config import Settings
 from app.server import Relay
 
@@ -37,7 +38,9 @@ class RunningRelay:
         self._start()
 
     def _start(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        # The loop `roi-relay serve` would run (uvloop by default), so tests see what it sees.
+        make_loop = event_loop_factory(self.settings.event_loop) or asyncio.new_event_loop
+        self.loop = make_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self.relay: Relay = self.run(self._build(self.settings))
