@@ -34,10 +34,12 @@ _PROBE = textwrap.dedent(
 )
 
 
-def _heaps(arenas: int) -> tuple[str, int]:
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+def _probe(script: str, value: int, unset: str) -> tuple[str, int]:
+    """Runs ``script`` with ``value`` in a fresh interpreter without the glibc variable
+    ``unset``; answers its two printed words: applied, and the count it measured."""
+    env = {k: v for k, v in os.environ.items() if k != unset}
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(arenas)],
+        [sys.executable, "-c", script, str(value)],
         capture_output=True,
         text=True,
         check=True,
@@ -45,6 +47,10 @@ def _heaps(arenas: int) -> tuple[str, int]:
         timeout=60,
     ).stdout.split()
     return out[0], int(out[1])
+
+
+def _heaps(arenas: int) -> tuple[str, int]:
+    return _probe(_PROBE, arenas, "MALLOC_ARENA_MAX")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_info")
@@ -90,16 +96,7 @@ _MMAP_PROBE = textwrap.dedent(
 
 
 def _mmapped_blocks(threshold: int) -> tuple[str, int]:
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
-    out = subprocess.run(
-        [sys.executable, "-c", _MMAP_PROBE, str(threshold)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-        timeout=60,
-    ).stdout.split()
-    return out[0], int(out[1])
+    return _probe(_MMAP_PROBE, threshold, "MALLOC_MMAP_THRESHOLD_")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallinfo2")
