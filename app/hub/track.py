@@ -122,10 +122,10 @@ class Subscription:
         """Queues the packet, or hands it over (True) when nothing is queued and the player
         can take it now: without a task switch, once per player per packet."""
         if self.direct is not None and not self._queue and self.direct(packet):
-            self.bytes_out += len(packet.payload)
+            self.bytes_out += packet.size
             return True
         self._queue.append(packet)
-        self._queued_bytes += len(packet.payload)
+        self._queued_bytes += packet.size
         self._wakeup.set()
         return False
 

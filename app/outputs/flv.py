@@ -53,8 +53,7 @@ class BodyWriter:
         """``Subscription.direct``: the packet's tag, written now if it can be."""
         if self._unfinished is not None or self._task_writing or self.error is not None:
             return False
-        body = {"type": "http.response.body", "body": packet.flv_tag(), "more_body": True}
-        self._step(self._send(body).__await__())
+        self._start(packet.flv_tag(), True)
         return True
 
     async def write(self, data: bytes, more: bool = True) -> None:
@@ -122,7 +121,7 @@ async def write_flv(sub: Subscription, send: Send) -> None:
             parts = [packet.flv_tag()]
             while (more := sub.get_nowait()) is not None:
                 parts.append(more.flv_tag())
-            await writer.write(b"".join(parts) if len(parts) > 1 else parts[0])
+            await writer.write(b"".join(parts))
     finally:
         sub.direct = None
     await writer.write(b"", more=False)

@@ -228,7 +228,9 @@ class RtmpConnection(asyncio.Protocol):
             self.close("internal error", abort=True)
 
     def _flush(self) -> None:
-        data = self.session.data_to_send()
+        self._write(self.session.data_to_send())
+
+    def _write(self, data: bytes) -> None:
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
             self.server.counters.bytes_out += len(data)
@@ -556,9 +558,7 @@ class RtmpConnection(asyncio.Protocol):
             return True
         chunks = self._media_chunks(stream_id, packet)
         self._flush()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(chunks)
-            self.server.counters.bytes_out += len(chunks)
+        self._write(chunks)
         return True
 
     def _player_done(self, stream_id: int, task: asyncio.Task[Any]) -> None:
