@@ -61,6 +61,7 @@ class Relay:
             player_queue_seconds=settings.player_queue_seconds,
             takeover=settings.publisher_takeover,
             stale_seconds=settings.publisher_stale_seconds,
+            write_merge_ms=settings.write_merge_ms,
         )
         self.hooks = Hooks(settings, self.hub)
         self.templates = TemplateStore(

@@ -230,21 +230,28 @@ async def run_scaling(args: argparse.Namespace, clip: Clip, workdir: Path) -> li
         nginx = results.get(nginx_label)
         if relay_n is None or nginx is None:
             continue
-        counts = [
-            s.players for s in relay_n.steps if below_cap(s) and below_cap(nginx.step(s.players))
-        ]
-        if not counts:
-            print(f"  cpu/player against {nginx_label}: no step both held below the CPU quota")
-            continue
-        count = max(counts)
-        mine, theirs = relay_n.step(count), nginx.step(count)
-        assert mine is not None and theirs is not None
-        per = mine.cpu_per_player() / theirs.cpu_per_player()
-        print(
-            f"  cpu/player roi-relay {n} workers (http-flv) / {nginx_label} (rtmp) at "
-            f"n={count}: {per:.2f}x"
-        )
-        head.append(f"cpu_per_player_vs_{nginx_label.replace(' ', '_')}={per:.2f}x@n={count}")
+        for fair in (False, True):
+            counts = [
+                s.players
+                for s in relay_n.steps
+                if below_cap(s)
+                and below_cap(theirs := nginx.step(s.players))
+                and not (fair and (s.saturated or (theirs is not None and theirs.saturated)))
+            ]
+            what = ", neither player process saturated" if fair else ""
+            if not counts:
+                print(f"  cpu/player against {nginx_label}: no step both held{what} below the cap")
+                continue
+            count = max(counts)
+            mine, theirs = relay_n.step(count), nginx.step(count)
+            assert mine is not None and theirs is not None
+            per = mine.cpu_per_player() / theirs.cpu_per_player()
+            print(
+                f"  cpu/player roi-relay {n} workers (http-flv) / {nginx_label} (rtmp) at "
+                f"n={count}{what}: {per:.2f}x"
+            )
+            field = f"cpu_per_player_vs_{nginx_label.replace(' ', '_')}{'_fair' if fair else ''}"
+            head.append(f"{field}={per:.2f}x@n={count}")
     head += [f"{k.replace(' ', '_')}_latency_ms={fmt_ms(v)}" for k, v in latencies.items()]
     return head
 

@@ -64,6 +64,12 @@ class StepResult:
     def ok(self) -> bool:
         return self.kept_up == self.players
 
+    @property
+    def saturated(self) -> bool:
+        """The player process was near a full core: the step measured the load generator too
+        (players that read late let a server write more per call)."""
+        return self.player_proc_cpu > PLAYERS_SATURATED
+
     def cpu_per_player(self) -> float:
         return self.server_cpu / self.players
 
@@ -205,7 +211,7 @@ async def run_series(
         step = evaluate(a, b, clip)
         if grown["first_frame_ms"]:
             step.first_frame_ms = statistics.median(grown["first_frame_ms"])
-        if step.player_proc_cpu > PLAYERS_SATURATED:
+        if step.saturated:
             step.reasons.append("player process saturated: figures limited by the load generator")
         series.steps.append(step)
         marginal = (step.server_cpu - series.baseline_cpu) / count
@@ -235,7 +241,15 @@ def fmt_ms(value: float) -> str:
     return "n/a" if value != value else f"{value:.1f}"
 
 
-def common_count(mine: Series, theirs: Series) -> int | None:
-    """The largest player count both series held."""
-    common = [s.players for s in mine.steps if s.ok and (t := theirs.step(s.players)) and t.ok]
+def common_count(mine: Series, theirs: Series, unsaturated: bool = False) -> int | None:
+    """The largest player count both series held (with ``unsaturated``: and where neither
+    step's player process was the limit)."""
+    common = [
+        s.players
+        for s in mine.steps
+        if s.ok
+        and (t := theirs.step(s.players))
+        and t.ok
+        and not (unsaturated and (s.saturated or t.saturated))
+    ]
     return max(common, default=None)

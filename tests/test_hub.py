@@ -182,26 +182,79 @@ async def test_direct_handoff_keeps_order_and_falls_back_to_the_queue() -> None:
     stream = hub.open_publisher(KEY, {}, "test")
     stream.source.push(video(0, key=True))
     sub = stream.output.subscribe("direct")
-    written: list[int] = []
+    written: list[list[int]] = []
     room = True
 
-    def direct(packet: MediaPacket) -> bool:
+    def direct(packets: list[MediaPacket]) -> bool:
         if room:
-            written.append(packet.timestamp)
+            written.append([p.timestamp for p in packets])
         return room
 
     sub.direct = direct
     assert [p.timestamp for p in drain(sub)] == [0]  # what subscribe queued: the cached GOP
     stream.source.push(video(40))
+    stream.source.push(audio(40))
+    assert written == [], "handed over at the end of the loop pass, not per packet"
+    await asyncio.sleep(0)
+    assert written == [[40, 40]], "one pass's packets in one call"
     room = False
     stream.source.push(video(80))
+    await asyncio.sleep(0)
     room = True
     stream.source.push(video(120))  # something is queued: it must wait its turn
-    assert written == [40]
+    await asyncio.sleep(0)
+    assert written == [[40, 40]]
     assert [p.timestamp for p in drain(sub)] == [80, 120]
     stream.source.push(video(160))
-    assert written == [40, 160]
+    await asyncio.sleep(0)
+    assert written == [[40, 40], [160]]
     assert sub.bytes_out == sum(p.size for p in stream.output.gop)
+
+
+async def test_what_the_task_takes_before_the_hand_over_goes_out_once() -> None:
+    hub = Hub()
+    stream = hub.open_publisher(KEY, {}, "test")
+    stream.source.push(video(0, key=True))
+    sub = stream.output.subscribe("direct")
+    written: list[int] = []
+
+    def direct(packets: list[MediaPacket]) -> bool:
+        written.extend(p.timestamp for p in packets)
+        return True
+
+    sub.direct = direct
+    drain(sub)
+    stream.source.push(video(40))
+    assert [p.timestamp for p in drain(sub)] == [40]  # the player's task got there first
+    stream.source.push(video(80))  # in the same pass, after the task emptied the queue
+    await asyncio.sleep(0)
+    assert written == [80], "what the task took is not handed over again"
+    assert drain(sub) == []
+
+
+async def test_a_closed_or_ended_subscription_hands_nothing_over() -> None:
+    hub = Hub()
+    stream = hub.open_publisher(KEY, {}, "test")
+    stream.source.push(video(0, key=True))
+    gone, ending = stream.output.subscribe("gone"), stream.output.subscribe("ending")
+    written: list[tuple[str, int]] = []
+
+    def writer(name: str):
+        def direct(packets: list[MediaPacket]) -> bool:
+            written.extend((name, p.timestamp) for p in packets)
+            return True
+
+        return direct
+
+    for sub in (gone, ending):
+        drain(sub)
+        sub.direct = writer(sub.name)
+    stream.source.push(video(40))
+    gone.close()
+    stream.close()
+    await asyncio.sleep(0)
+    assert written == [("ending", 40)], "what was pushed before the end still goes out"
+    assert await ending.get() is None
 
 
 async def test_long_keyframe_interval_warns_once_in_status_and_log(caplog) -> None:
@@ -376,3 +429,29 @@ async def test_takeover_keeps_players_and_resumes_at_the_new_keyframe() -> None:
     assert [p.timestamp for p in got] == [180, 180, 220, 260]
     new.close()
     assert hub.get(KEY) is None and await sub.get() is None
+
+
+async def test_a_merge_window_gathers_the_packets_of_that_many_ms_in_one_write() -> None:
+    hub = Hub(write_merge_ms=50)
+    stream = hub.open_publisher(KEY, {}, "test")
+    stream.source.push(video(0, key=True))
+    sub = stream.output.subscribe("direct")
+    drain(sub)
+    written: list[tuple[float, list[int]]] = []
+    loop = asyncio.get_running_loop()
+
+    def direct(packets: list[MediaPacket]) -> bool:
+        written.append((loop.time(), [p.timestamp for p in packets]))
+        return True
+
+    sub.direct = direct
+    started = loop.time()
+    stream.source.push(video(40))
+    await asyncio.sleep(0.01)
+    stream.source.push(audio(40))
+    await asyncio.sleep(0.01)
+    assert written == [], "still inside the window"
+    await asyncio.sleep(0.06)
+    ((at, timestamps),) = written
+    assert timestamps == [40, 40]
+    assert 0.045 <= at - started < 0.2

@@ -33,6 +33,22 @@ def test_pyav_push_reads_back_over_http_flv_and_rtmp(relay) -> None:
         assert (got["width"], got["height"]) == (192, 108)
 
 
+def test_a_write_merge_window_loses_and_reorders_nothing(relay_factory) -> None:
+    relay = relay_factory(write_merge_ms=40)
+    pusher = start_client("push", f"{relay.rtmp_url}/live/merged", "--seconds", "3")
+    relay.stream_info("live", "merged")
+    players = [
+        start_client("play", f"{relay.http_url}/live/merged.flv"),
+        start_client("play", f"{relay.rtmp_url}/live/merged"),
+    ]
+    pushed = finish_client(pusher)
+    for got in (finish_client(p) for p in players):
+        assert got["video_frames"] == pushed["video_frames"]
+        assert got["audio_frames"] >= pushed["audio_frames"] * 0.9
+        assert got["video_dts"] == sorted(got["video_dts"])
+        assert got["decode_errors"] == 0
+
+
 def test_ffmpeg_cli_push_and_ffmpeg_flv_player(relay, tmp_path) -> None:
     url = f"{relay.rtmp_url}/live/cli"
     pusher = subprocess.Popen(

@@ -62,8 +62,10 @@ class Hub:
         *,
         takeover: TakeoverPolicy | str = TakeoverPolicy.STALE,
         stale_seconds: float = 3.0,
+        write_merge_ms: float = 0.0,
     ) -> None:
         self.max_buffer_ms = int(player_queue_seconds * 1000)
+        self.write_merge_ms = write_merge_ms
         self.takeover = TakeoverPolicy(takeover)
         self.stale_seconds = stale_seconds
         self._streams: dict[StreamKey, Stream] = {}

@@ -169,7 +169,7 @@ class Stream:
         self.started_at = time.time()
         self._started_mono = time.monotonic()
         self.source = Track(f"{key} (source)", max_buffer_ms)
-        self.output = Track(f"{key}", max_buffer_ms)
+        self.output = Track(f"{key}", max_buffer_ms, hub.write_merge_ms)
         self.metadata: dict[str, Any] = {}
         self.codec = CodecInfo()
         # What the publisher should change, in words (shown in the stream's status).

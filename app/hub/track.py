@@ -47,10 +47,13 @@ class Subscription:
         self._wakeup = asyncio.Event()
         self._ended = False
         self._closed = False
-        # Set by an output that can write synchronously (RTMP play, HTTP-FLV): called with a
-        # packet when nothing is queued; returns False when the player cannot take it now
-        # (then it queues).
-        self.direct: Callable[[MediaPacket], bool] | None = None
+        # Set by an output that can write synchronously (RTMP play, HTTP-FLV): called once a
+        # loop pass with the packets pushed in that pass while nothing was queued before them;
+        # returns False when the player cannot take them now (then they stay queued for its
+        # task). One call, so one socket write, for all the packets of one publisher read.
+        self.direct: Callable[[list[MediaPacket]], bool] | None = None
+        # The queue holds only packets waiting for this pass's hand-over (Track._hand_over).
+        self._handing_over = False
         # True until the next video keyframe: set at start when no GOP is cached, and after
         # an overflow, so playback always resumes on a picture the decoder can show.
         self._awaiting_keyframe = False
@@ -100,6 +103,10 @@ class Subscription:
     def offer(self, packet: MediaPacket) -> None:
         if self._closed or self._ended:
             return
+        if self._handing_over:  # joins this pass's hand-over: bounded by one pass's pushes
+            self._queue.append(packet)
+            self._queued_bytes += packet.size
+            return
         if packet.kind is TagType.DATA or packet.sequence_header:
             self._append(packet)
             return
@@ -110,7 +117,10 @@ class Subscription:
                 return
             self._awaiting_keyframe = False
         if self._append(packet):
-            return  # handed over: nothing queued, nothing to skip
+            return  # to be handed over: nothing was queued before it, nothing to skip
+        self._limit_backlog()
+
+    def _limit_backlog(self) -> None:
         if (
             self._buffered_ms() > self.max_buffer_ms
             or self._queued_bytes > MAX_QUEUE_BYTES
@@ -119,15 +129,31 @@ class Subscription:
             self._skip_to_next_keyframe()
 
     def _append(self, packet: MediaPacket) -> bool:
-        """Queues the packet, or hands it over (True) when nothing is queued and the player
-        can take it now: without a task switch, once per player per packet."""
-        if self.direct is not None and not self._queue and self.direct(packet):
-            self.bytes_out += packet.size
-            return True
+        """Queues the packet; True when it starts a hand-over (nothing queued and a direct
+        writer): the player's task is then not woken, the track hands over at the end of the
+        loop pass."""
         self._queue.append(packet)
         self._queued_bytes += packet.size
+        if self.direct is not None and len(self._queue) == 1:
+            self._handing_over = True
+            self.track.hand_over_later(self)
+            return True
         self._wakeup.set()
         return False
+
+    def hand_over(self) -> None:
+        """What this loop pass queued goes to the direct writer in one call, or, if it cannot
+        take it now, stays queued for the player's task (with the usual backlog limits)."""
+        if not self._handing_over:
+            return  # closed, ended or taken by the task meanwhile
+        self._handing_over = False
+        if self.direct is not None and self.direct(list(self._queue)):
+            self.bytes_out += self._queued_bytes
+            self._queue.clear()
+            self._queued_bytes = 0
+            return
+        self._wakeup.set()
+        self._limit_backlog()
 
     def _skip_to_next_keyframe(self) -> None:
         """Drops queued media up to the newest queued keyframe, or all of it if there is none.
@@ -187,11 +213,12 @@ class Subscription:
 
     def end(self) -> None:
         self._ended = True
-        self._wakeup.set()
+        self._wakeup.set()  # the task takes what waits for a hand-over, then the end
 
     def close(self) -> None:
         """The player went away: stop queueing for it."""
         self._closed = True
+        self._handing_over = False
         self._queue.clear()
         self._queued_bytes = 0
         self._wakeup.set()
@@ -201,6 +228,7 @@ class Subscription:
         if not self._queue:
             self._skipping = False  # caught up: a later skip is a new episode
             return None
+        self._handing_over = False  # the task takes over, in order
         packet = self._queue.popleft()
         self._queued_bytes -= packet.size
         self.bytes_out += packet.size
@@ -221,9 +249,12 @@ class Subscription:
 class Track:
     """A sequence of packets with what a late joiner needs to start decoding at once."""
 
-    def __init__(self, label: str, max_buffer_ms: int) -> None:
+    def __init__(self, label: str, max_buffer_ms: int, write_merge_ms: float = 0.0) -> None:
         self.label = label
         self.max_buffer_ms = max_buffer_ms
+        # How long direct writers gather packets before one write (0: to the end of the loop
+        # pass). Fewer, larger writes per player cost less CPU, at that much added latency.
+        self.write_merge_s = write_merge_ms / 1000
         self.metadata: MediaPacket | None = None
         self.video_header: MediaPacket | None = None
         self.audio_header: MediaPacket | None = None
@@ -240,6 +271,7 @@ class Track:
         self._closed_dropped = 0
         self._closed_bytes_out = 0
         self.listeners: list[Callable[[MediaPacket], None]] = []
+        self._hand_overs: list[Subscription] = []
 
     def __str__(self) -> str:
         return self.label
@@ -263,6 +295,27 @@ class Track:
             sub.offer(packet)
         for listener in self.listeners:
             listener(packet)
+
+    def hand_over_later(self, sub: Subscription) -> None:
+        """At the end of this loop pass (or of the merge window), ``sub`` hands what it queued
+        to its direct writer.
+
+        Deferred once per track and pass or window, not per player: a publisher read often
+        carries several packets (a video frame and the audio beside it), and each player then
+        gets them in one write instead of one write per packet; a merge window gathers more.
+        """
+        if not self._hand_overs:
+            loop = asyncio.get_running_loop()
+            if self.write_merge_s:
+                loop.call_later(self.write_merge_s, self._hand_over)
+            else:
+                loop.call_soon(self._hand_over)
+        self._hand_overs.append(sub)
+
+    def _hand_over(self) -> None:
+        subs, self._hand_overs = self._hand_overs, []
+        for sub in subs:
+            sub.hand_over()
 
     def _cache(self, packet: MediaPacket) -> None:
         if packet.kind is TagType.DATA:

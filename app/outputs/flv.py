@@ -49,11 +49,11 @@ class BodyWriter:
         self._task_writing = False
         self.error: BaseException | None = None
 
-    def offer(self, packet: MediaPacket) -> bool:
-        """``Subscription.direct``: the packet's tag, written now if it can be."""
+    def offer(self, packets: list[MediaPacket]) -> bool:
+        """``Subscription.direct``: the packets' tags in one write, now if it can be."""
         if self._unfinished is not None or self._task_writing or self.error is not None:
             return False
-        self._start(packet.flv_tag(), True)
+        self._start(flv_tags(packets), True)
         return True
 
     async def write(self, data: bytes, more: bool = True) -> None:
@@ -118,13 +118,19 @@ async def write_flv(sub: Subscription, send: Send) -> None:
     sub.direct = writer.offer
     try:
         while (packet := await sub.get()) is not None:
-            parts = [packet.flv_tag()]
+            packets = [packet]
             while (more := sub.get_nowait()) is not None:
-                parts.append(more.flv_tag())
-            await writer.write(b"".join(parts))
+                packets.append(more)
+            await writer.write(flv_tags(packets))
     finally:
         sub.direct = None
     await writer.write(b"", more=False)
+
+
+def flv_tags(packets: list[MediaPacket]) -> bytes:
+    if len(packets) == 1:
+        return packets[0].flv_tag()  # the shared tag itself: no copy
+    return b"".join([p.flv_tag() for p in packets])
 
 
 class HttpFlvPlayback:

@@ -235,6 +235,13 @@ class RtmpConnection(asyncio.Protocol):
             self.transport.write(data)
             self.server.counters.bytes_out += len(data)
 
+    def _write_all(self, parts: list[bytes]) -> None:
+        """What the session queued, then ``parts`` as they are (a vectored write on uvloop)."""
+        self._flush()
+        if parts and self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(parts)
+            self.server.counters.bytes_out += sum(map(len, parts))
+
     def close(self, reason: str, *, level: int = logging.INFO, abort: bool = False) -> None:
         """Flushes what is queued (unless ``abort``: the peer is presumed gone) and closes
         this connection only, releasing what it registered. Logs one line."""
@@ -544,21 +551,24 @@ class RtmpConnection(asyncio.Protocol):
         )
         return packet.encoded(("rtmp", *session.media_chunks_key(stream_id)), build)
 
-    def _send_now(self, stream_id: int, packet: MediaPacket) -> bool:
+    def _send_now(self, stream_id: int, packets: list[MediaPacket]) -> bool:
         """The hub's direct path: write at once while the socket has room.
 
         The shared chunks go to the transport as they are, after whatever the session has
-        queued: no copy into the session's buffer and out again, per player and packet.
+        queued, in one ``writelines``: no copy into the session's buffer and out again, per
+        player and packet.
         """
         if self._closing or not self._writable.is_set():
             return False
-        if packet.kind is TagType.DATA:
-            self._send_packet(stream_id, packet)
-            self._flush()
-            return True
-        chunks = self._media_chunks(stream_id, packet)
-        self._flush()
-        self._write(chunks)
+        chunks: list[bytes] = []
+        for packet in packets:
+            if packet.kind is TagType.DATA:  # through the session: its AMF is per session
+                self._write_all(chunks)
+                chunks = []
+                self._send_packet(stream_id, packet)
+            else:
+                chunks.append(self._media_chunks(stream_id, packet))
+        self._write_all(chunks)
         return True
 
     def _player_done(self, stream_id: int, task: asyncio.Task[Any]) -> None:

@@ -55,17 +55,18 @@ def timestamps(chunks: list[bytes]) -> list[int]:
 async def test_a_waiting_write_holds_back_direct_writes_until_it_is_done() -> None:
     send = PausingSend()
     writer = BodyWriter(send)
-    assert writer.offer(packet(0))  # written at once
+    assert writer.offer([packet(0)])  # written at once
     send.pause()
-    assert writer.offer(packet(40))  # taken, waiting for the drain
-    assert not writer.offer(packet(80))  # the subscription must queue this one
+    assert writer.offer([packet(40)])  # taken, waiting for the drain
+    assert not writer.offer([packet(80)])  # the subscription must queue this one
     task_write = asyncio.create_task(writer.write(packet(80).flv_tag()))
     await asyncio.sleep(0)
-    assert not writer.offer(packet(120))  # the task holds 80: nothing may overtake it
+    assert not writer.offer([packet(120)])  # the task holds 80: nothing may overtake it
     send.resume()
     await task_write
-    assert writer.offer(packet(160))
-    assert timestamps(send.written) == [0, 40, 80, 160]
+    assert writer.offer([packet(160), packet(200)])
+    assert timestamps(send.written) == [0, 40, 80, 160, 200]
+    assert len(send.written) == 4, "the packets of one hand-over go out in one body write"
 
 
 async def test_a_broken_connection_ends_the_writer_with_its_error() -> None:
@@ -73,8 +74,8 @@ async def test_a_broken_connection_ends_the_writer_with_its_error() -> None:
         raise OSError("connection reset")
 
     writer = BodyWriter(broken)
-    assert writer.offer(packet(0))  # taken; the error is kept for the player task
-    assert not writer.offer(packet(40))
+    assert writer.offer([packet(0)])  # taken; the error is kept for the player task
+    assert not writer.offer([packet(40)])
     with pytest.raises(OSError, match="reset"):
         await writer.write(b"")
 
