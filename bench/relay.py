@@ -101,9 +101,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--write-merge-ms",
         type=float,
-        default=0.0,
+        default=20.0,
         help="ROI_RELAY_WRITE_MERGE_MS for every roi-relay process: players get this many ms "
-        "of packets per write (default 0: those of one publisher read)",
+        "of packets per write (default 20, the server's; 0: those of one publisher read)",
     )
     parser.add_argument(
         "--workers",

@@ -455,3 +455,28 @@ async def test_a_merge_window_gathers_the_packets_of_that_many_ms_in_one_write()
     ((at, timestamps),) = written
     assert timestamps == [40, 40]
     assert 0.045 <= at - started < 0.2
+
+
+async def test_a_relay_pull_is_handed_over_at_the_end_of_the_pass_despite_the_window() -> None:
+    hub = Hub(write_merge_ms=50)
+    stream = hub.open_publisher(KEY, {}, "test")
+    stream.source.push(video(0, key=True))
+    player, pull = stream.output.subscribe("player"), stream.output.subscribe("edge pull")
+    pull.merge_writes = False  # what the RTMP server sets for a play with roi_relay_pull
+    written: list[str] = []
+
+    def writer(name: str):
+        def direct(packets: list[MediaPacket]) -> bool:
+            written.append(name)
+            return True
+
+        return direct
+
+    for sub in (player, pull):
+        drain(sub)
+        sub.direct = writer(sub.name)
+    stream.source.push(video(40))
+    await asyncio.sleep(0)
+    assert written == ["edge pull"]
+    await asyncio.sleep(0.08)
+    assert written == ["edge pull", "player"]

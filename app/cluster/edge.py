@@ -26,6 +26,7 @@ from app.media.packet import MediaPacket
 from app.media.sei import extract_roi_sei
 from app.rtmp.play_client import PlayEnded, PlayStarted, RtmpPlaySession
 from app.rtmp.session import MediaReceived, MetadataReceived
+from app.rtmp.url import RELAY_PULL_PARAM
 
 log = logging.getLogger("app.cluster")
 
@@ -102,12 +103,13 @@ class _Pull:
         host, port = target.hostname or "127.0.0.1", target.port or 1935
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
         tc_url = f"rtmp://{host}:{port}/{self.key.app}"
-        name = self.key.name
+        query = {RELAY_PULL_PARAM: self.puller.node.me.node_id}
         play_key = self.puller.node.settings.play_key
         if play_key:
             # The origin checks plays as it checks any player's: the edge signs its pull with
             # the cluster's (shared) play key, valid for a minute.
-            name += "?" + urlencode(sign_push(play_key, self.key.name, time.time() + 60))
+            query.update(sign_push(play_key, self.key.name, time.time() + 60))
+        name = f"{self.key.name}?{urlencode(query)}"
         session = RtmpPlaySession(self.key.app, tc_url, name)
         rois = _RoiReader()
         grace = self.puller.node.settings.edge_grace_seconds

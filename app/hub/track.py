@@ -54,6 +54,8 @@ class Subscription:
         self.direct: Callable[[list[MediaPacket]], bool] | None = None
         # The queue holds only packets waiting for this pass's hand-over (Track._hand_over).
         self._handing_over = False
+        # Whether hand-overs wait for the track's merge window (False: the end of the pass).
+        self.merge_writes = True
         # True until the next video keyframe: set at start when no GOP is cached, and after
         # an overflow, so playback always resumes on a picture the decoder can show.
         self._awaiting_keyframe = False
@@ -271,7 +273,8 @@ class Track:
         self._closed_dropped = 0
         self._closed_bytes_out = 0
         self.listeners: list[Callable[[MediaPacket], None]] = []
-        self._hand_overs: list[Subscription] = []
+        self._hand_overs: list[Subscription] = []  # at the end of this loop pass
+        self._merged_hand_overs: list[Subscription] = []  # at the end of the merge window
 
     def __str__(self) -> str:
         return self.label
@@ -304,16 +307,20 @@ class Track:
         carries several packets (a video frame and the audio beside it), and each player then
         gets them in one write instead of one write per packet; a merge window gathers more.
         """
+        if self.write_merge_s and sub.merge_writes:
+            if not self._merged_hand_overs:
+                asyncio.get_running_loop().call_later(self.write_merge_s, self._hand_over, True)
+            self._merged_hand_overs.append(sub)
+            return
         if not self._hand_overs:
-            loop = asyncio.get_running_loop()
-            if self.write_merge_s:
-                loop.call_later(self.write_merge_s, self._hand_over)
-            else:
-                loop.call_soon(self._hand_over)
+            asyncio.get_running_loop().call_soon(self._hand_over, False)
         self._hand_overs.append(sub)
 
-    def _hand_over(self) -> None:
-        subs, self._hand_overs = self._hand_overs, []
+    def _hand_over(self, merged: bool) -> None:
+        if merged:
+            subs, self._merged_hand_overs = self._merged_hand_overs, []
+        else:
+            subs, self._hand_overs = self._hand_overs, []
         for sub in subs:
             sub.hand_over()
 

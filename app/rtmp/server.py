@@ -37,6 +37,7 @@ from app.rtmp import events as rtmp
 from app.rtmp.chunk import PendingBudget
 from app.rtmp.session import RtmpServerSession
 from app.rtmp.tls import TlsListener
+from app.rtmp.url import RELAY_PULL_PARAM
 
 log = logging.getLogger("app.rtmp")
 
@@ -493,11 +494,13 @@ class RtmpConnection(asyncio.Protocol):
             self._flush()
             return
         try:
-            await self._play_admitted(stream_id, request, key)
+            await self._play_admitted(stream_id, request, key, RELAY_PULL_PARAM in query)
         finally:
             access.ended()
 
-    async def _play_admitted(self, stream_id: int, request: int, key: StreamKey) -> None:
+    async def _play_admitted(
+        self, stream_id: int, request: int, key: StreamKey, relay_pull: bool
+    ) -> None:
         stream = await self._find_stream(key)
         session = self.session
         if self._closing or not session.awaiting_answer(stream_id, request):
@@ -508,6 +511,7 @@ class RtmpConnection(asyncio.Protocol):
             self._flush()
             return
         subscription = stream.output.subscribe(f"rtmp {self.peer}")
+        subscription.merge_writes = not relay_pull
         self.server.counters.players_open += 1
         try:
             session.accept_play(stream_id, request)

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 MAX_NAME_LENGTH = 256
+# In a play's query: another relay (an edge, another worker) pulling the stream to serve its
+# own players. Its writes are not merged (ROI_RELAY_WRITE_MERGE_MS): the edge merges for its
+# players, and one connection's writes cost nothing worth a second delay.
+RELAY_PULL_PARAM = "roi_relay_pull"
 
 
 class StreamNameError(ValueError):
