@@ -26,6 +26,16 @@ def meta() -> MediaPacket:
     return MediaPacket.from_tag(TagType.DATA, 0, b"\x02\x00\x0aonMetaData\x05")
 
 
+def recording_writer(written: list[tuple[str, int]], name: str):
+    """A direct writer that always has room and notes (name, timestamp) per packet."""
+
+    def direct(packets: list[MediaPacket]) -> bool:
+        written.extend((name, p.timestamp) for p in packets)
+        return True
+
+    return direct
+
+
 def drain(sub) -> list[MediaPacket]:
     out = []
     while (p := sub.get_nowait()) is not None:
@@ -239,16 +249,9 @@ async def test_a_closed_or_ended_subscription_hands_nothing_over() -> None:
     gone, ending = stream.output.subscribe("gone"), stream.output.subscribe("ending")
     written: list[tuple[str, int]] = []
 
-    def writer(name: str):
-        def direct(packets: list[MediaPacket]) -> bool:
-            written.extend((name, p.timestamp) for p in packets)
-            return True
-
-        return direct
-
     for sub in (gone, ending):
         drain(sub)
-        sub.direct = writer(sub.name)
+        sub.direct = recording_writer(written, sub.name)
     stream.source.push(video(40))
     gone.close()
     stream.close()
@@ -465,18 +468,11 @@ async def test_a_relay_pull_is_handed_over_at_the_end_of_the_pass_despite_the_wi
     pull.merge_writes = False  # what the RTMP server sets for a play with roi_relay_pull
     written: list[str] = []
 
-    def writer(name: str):
-        def direct(packets: list[MediaPacket]) -> bool:
-            written.append(name)
-            return True
-
-        return direct
-
     for sub in (player, pull):
         drain(sub)
-        sub.direct = writer(sub.name)
+        sub.direct = recording_writer(written, sub.name)
     stream.source.push(video(40))
     await asyncio.sleep(0)
-    assert written == ["edge pull"]
+    assert written == [("edge pull", 40)]
     await asyncio.sleep(0.08)
-    assert written == ["edge pull", "player"]
+    assert written == [("edge pull", 40), ("player", 40)]
