@@ -476,3 +476,18 @@ async def test_a_relay_pull_is_handed_over_at_the_end_of_the_pass_despite_the_wi
     assert written == [("edge pull", 40)]
     await asyncio.sleep(0.08)
     assert written == [("edge pull", 40), ("player", 40)]
+
+
+async def test_a_player_waiting_for_a_keyframe_gets_none_of_the_frames_before_it() -> None:
+    hub = Hub(write_merge_ms=50)
+    stream = hub.open_publisher(KEY, {}, "test")
+    sub = stream.output.subscribe("early")  # nothing cached yet: it waits for a keyframe
+    written: list[tuple[str, int]] = []
+    sub.direct = recording_writer(written, "early")
+    stream.source.push(video(0, seq=True))  # starts a hand-over
+    stream.source.push(video(40))  # inside that hand-over, still before any keyframe
+    stream.source.push(video(80, key=True))
+    stream.source.push(video(120))
+    await asyncio.sleep(0.08)
+    assert written == [("early", 0), ("early", 80), ("early", 120)]
+    assert sub.dropped_frames == 1

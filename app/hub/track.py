@@ -105,10 +105,6 @@ class Subscription:
     def offer(self, packet: MediaPacket) -> None:
         if self._closed or self._ended:
             return
-        if self._handing_over:  # joins this pass's hand-over: bounded by one pass's pushes
-            self._queue.append(packet)
-            self._queued_bytes += packet.size
-            return
         if packet.kind is TagType.DATA or packet.sequence_header:
             self._append(packet)
             return
@@ -131,11 +127,14 @@ class Subscription:
             self._skip_to_next_keyframe()
 
     def _append(self, packet: MediaPacket) -> bool:
-        """Queues the packet; True when it starts a hand-over (nothing queued and a direct
-        writer): the player's task is then not woken, the track hands over at the end of the
-        loop pass."""
+        """Queues the packet; True when it is part of a hand-over (one that was nothing queued
+        before it and a direct writer started): the player's task is then not woken, the track
+        hands over at the end of the loop pass, and no backlog check is needed (a hand-over
+        holds one pass's or one merge window's packets)."""
         self._queue.append(packet)
         self._queued_bytes += packet.size
+        if self._handing_over:
+            return True
         if self.direct is not None and len(self._queue) == 1:
             self._handing_over = True
             self.track.hand_over_later(self)
