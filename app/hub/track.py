@@ -115,7 +115,7 @@ class Subscription:
                 return
             self._awaiting_keyframe = False
         if self._append(packet):
-            return  # to be handed over: nothing was queued before it, nothing to skip
+            return  # part of a hand-over: one pass's or window's packets, no backlog
         self._limit_backlog()
 
     def _limit_backlog(self) -> None:
@@ -127,10 +127,10 @@ class Subscription:
             self._skip_to_next_keyframe()
 
     def _append(self, packet: MediaPacket) -> bool:
-        """Queues the packet; True when it is part of a hand-over (one that was nothing queued
-        before it and a direct writer started): the player's task is then not woken, the track
-        hands over at the end of the loop pass, and no backlog check is needed (a hand-over
-        holds one pass's or one merge window's packets)."""
+        """Queues the packet; True when it is part of a hand-over (one starts when a direct
+        writer is set and nothing was queued): the player's task is then not woken, the track
+        hands over at the end of the loop pass or merge window, and no backlog check is needed
+        (a hand-over holds only that pass's or window's packets)."""
         self._queue.append(packet)
         self._queued_bytes += packet.size
         if self._handing_over:

@@ -229,16 +229,14 @@ class RtmpConnection(asyncio.Protocol):
             self.close("internal error", abort=True)
 
     def _flush(self) -> None:
-        self._write(self.session.data_to_send())
-
-    def _write(self, data: bytes) -> None:
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-            self.server.counters.bytes_out += len(data)
+        self._write_all([])
 
     def _write_all(self, parts: list[bytes]) -> None:
-        """What the session queued, then ``parts`` as they are (a vectored write on uvloop)."""
-        self._flush()
+        """What the session queued, then ``parts`` as they are, in one ``writelines`` (a
+        vectored write on uvloop)."""
+        queued = self.session.data_to_send()
+        if queued:
+            parts = [queued, *parts]
         if parts and self.transport is not None and not self.transport.is_closing():
             self.transport.writelines(parts)
             self.server.counters.bytes_out += sum(map(len, parts))
