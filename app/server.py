@@ -18,7 +18,8 @@ from app.api.errors import SafeJSONResponse, install_error_handlers
 from app.api.forwards import forwards_router
 from app.api.hls import hls_router
 from app.api.hls_access import HlsViewers
-from app.api.limits import BodyLimit, body_limits, guarded_http_protocol
+from app.api.http_protocol import http_protocol
+from app.api.limits import BodyLimit, body_limits
 from app.api.player import player_router
 from app.api.recordings import recordings_router
 from app.api.roi_feed import roi_feed_router
@@ -227,7 +228,7 @@ class Relay:
             log_level=self.settings.log_level,
             lifespan="off",
             ws="websockets-sansio",
-            http=guarded_http_protocol(
+            http=http_protocol(
                 self.settings.http_header_timeout, self.settings.http_max_header_bytes
             ),
             timeout_graceful_shutdown=2,

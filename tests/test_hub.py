@@ -8,7 +8,7 @@ import pytest
 
 from app.hub import Hub, StreamBusyError, StreamKey
 from app.media.flv import TagType
-from app.media.packet import MediaPacket
+from app.media.packet import MediaPacket, PacketBatch
 
 KEY = StreamKey("live", "s")
 
@@ -29,8 +29,8 @@ def meta() -> MediaPacket:
 def recording_writer(written: list[tuple[str, int]], name: str):
     """A direct writer that always has room and notes (name, timestamp) per packet."""
 
-    def direct(packets: list[MediaPacket]) -> bool:
-        written.extend((name, p.timestamp) for p in packets)
+    def direct(batch: PacketBatch) -> bool:
+        written.extend((name, p.timestamp) for p in batch.packets)
         return True
 
     return direct
@@ -195,9 +195,9 @@ async def test_direct_handoff_keeps_order_and_falls_back_to_the_queue() -> None:
     written: list[list[int]] = []
     room = True
 
-    def direct(packets: list[MediaPacket]) -> bool:
+    def direct(batch: PacketBatch) -> bool:
         if room:
-            written.append([p.timestamp for p in packets])
+            written.append([p.timestamp for p in batch.packets])
         return room
 
     sub.direct = direct
@@ -228,8 +228,8 @@ async def test_what_the_task_takes_before_the_hand_over_goes_out_once() -> None:
     sub = stream.output.subscribe("direct")
     written: list[int] = []
 
-    def direct(packets: list[MediaPacket]) -> bool:
-        written.extend(p.timestamp for p in packets)
+    def direct(batch: PacketBatch) -> bool:
+        written.extend(p.timestamp for p in batch.packets)
         return True
 
     sub.direct = direct
@@ -443,8 +443,8 @@ async def test_a_merge_window_gathers_the_packets_of_that_many_ms_in_one_write()
     written: list[tuple[float, list[int]]] = []
     loop = asyncio.get_running_loop()
 
-    def direct(packets: list[MediaPacket]) -> bool:
-        written.append((loop.time(), [p.timestamp for p in packets]))
+    def direct(batch: PacketBatch) -> bool:
+        written.append((loop.time(), [p.timestamp for p in batch.packets]))
         return True
 
     sub.direct = direct
@@ -491,3 +491,37 @@ async def test_a_player_waiting_for_a_keyframe_gets_none_of_the_frames_before_it
     await asyncio.sleep(0.08)
     assert written == [("early", 0), ("early", 80), ("early", 120)]
     assert sub.dropped_frames == 1
+
+
+async def test_players_in_step_share_one_batch_and_a_late_one_gets_only_its_packets() -> None:
+    hub = Hub()
+    stream = hub.open_publisher(KEY, {}, "test")
+    stream.source.push(video(0, key=True))
+    got: dict[str, list[PacketBatch]] = {"a": [], "b": [], "late": []}
+
+    def writer_for(name: str):
+        def direct(batch: PacketBatch) -> bool:
+            got[name].append(batch)
+            return True
+
+        return direct
+
+    subs = {name: stream.output.subscribe(name) for name in got}
+    for name, sub in subs.items():
+        drain(sub)
+        if name != "late":
+            sub.direct = writer_for(name)
+    stream.source.push(video(40))
+    subs["late"].direct = writer_for("late")
+    assert [p.timestamp for p in drain(subs["late"])] == [40]  # its task took this one
+    stream.source.push(audio(40))
+    await asyncio.sleep(0)
+    (a,), (b,), (late,) = got["a"], got["b"], got["late"]
+    assert a is b, "one batch for every player that got all of the pass"
+    assert [p.timestamp for p in a.packets] == [40, 40]
+    assert late is not a and [(p.kind, p.timestamp) for p in late.packets] == [(TagType.AUDIO, 40)]
+    assert a.flv_tags() == b"".join(p.flv_tag() for p in a.packets)
+    assert a.flv_tags() is b.flv_tags(), "the tags are joined once"
+    stream.source.push(video(80))
+    await asyncio.sleep(0)
+    assert got["a"][1] is got["b"][1] is got["late"][1], "the late one is in step now"

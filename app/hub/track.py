@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable
 
 from app.media.flv import TagType
-from app.media.packet import MediaPacket
+from app.media.packet import MediaPacket, PacketBatch
 
 log = logging.getLogger("app.hub")
 
@@ -48,12 +48,14 @@ class Subscription:
         self._ended = False
         self._closed = False
         # Set by an output that can write synchronously (RTMP play, HTTP-FLV): called once a
-        # loop pass with the packets pushed in that pass while nothing was queued before them;
-        # returns False when the player cannot take them now (then they stay queued for its
-        # task). One call, so one socket write, for all the packets of one publisher read.
-        self.direct: Callable[[list[MediaPacket]], bool] | None = None
-        # The queue holds only packets waiting for this pass's hand-over (Track._hand_over).
+        # loop pass (or merge window) with the packets pushed in it while nothing was queued
+        # before them; returns False when the player cannot take them now (then they stay
+        # queued for its task). One call, so one socket write, for all of them.
+        self.direct: Callable[[PacketBatch], bool] | None = None
+        # The queue holds only packets waiting for this pass's hand-over (Track._hand_over),
+        # pushed since the pass's batch had this many packets.
         self._handing_over = False
+        self._joined_batch_at = 0
         # Whether hand-overs wait for the track's merge window (False: the end of the pass).
         self.merge_writes = True
         # True until the next video keyframe: set at start when no GOP is cached, and after
@@ -137,18 +139,26 @@ class Subscription:
             return True
         if self.direct is not None and len(self._queue) == 1:
             self._handing_over = True
-            self.track.hand_over_later(self)
+            self._joined_batch_at = self.track.hand_over_later(self)
             return True
         self._wakeup.set()
         return False
 
-    def hand_over(self) -> None:
+    def hand_over(self, batch: PacketBatch) -> None:
         """What this loop pass queued goes to the direct writer in one call, or, if it cannot
-        take it now, stays queued for the player's task (with the usual backlog limits)."""
+        take it now, stays queued for the player's task (with the usual backlog limits).
+
+        ``batch`` holds every packet pushed since the pass or window began; what this
+        subscription queued since it joined is a part of it in the same order, so having
+        joined at its start with as many packets means the same packets: the shared batch is
+        given.
+        """
         if not self._handing_over:
             return  # closed, ended or taken by the task meanwhile
         self._handing_over = False
-        if self.direct is not None and self.direct(list(self._queue)):
+        if self._joined_batch_at or len(self._queue) != len(batch.packets):
+            batch = PacketBatch(list(self._queue))  # joined late, or skipped some
+        if self.direct is not None and self.direct(batch):
             self.bytes_out += self._queued_bytes
             self._queue.clear()
             self._queued_bytes = 0
@@ -274,6 +284,9 @@ class Track:
         self.listeners: list[Callable[[MediaPacket], None]] = []
         self._hand_overs: list[Subscription] = []  # at the end of this loop pass
         self._merged_hand_overs: list[Subscription] = []  # at the end of the merge window
+        # Every packet pushed since the pass's (or window's) first hand-over began.
+        self._pass_batch = PacketBatch([])
+        self._merged_batch = PacketBatch([])
 
     def __str__(self) -> str:
         return self.label
@@ -295,12 +308,17 @@ class Track:
         self._cache(packet)
         for sub in tuple(self._subscriptions):
             sub.offer(packet)
+        if self._hand_overs:
+            self._pass_batch.packets.append(packet)
+        if self._merged_hand_overs:
+            self._merged_batch.packets.append(packet)
         for listener in self.listeners:
             listener(packet)
 
-    def hand_over_later(self, sub: Subscription) -> None:
+    def hand_over_later(self, sub: Subscription) -> int:
         """At the end of this loop pass (or of the merge window), ``sub`` hands what it queued
-        to its direct writer.
+        to its direct writer. Called while a packet is pushed; returns where that packet will
+        be in the pass's (or window's) batch.
 
         Deferred once per track and pass or window, not per player: a publisher read often
         carries several packets (a video frame and the audio beside it), and each player then
@@ -310,18 +328,21 @@ class Track:
             if not self._merged_hand_overs:
                 asyncio.get_running_loop().call_later(self.write_merge_s, self._hand_over, True)
             self._merged_hand_overs.append(sub)
-            return
+            return len(self._merged_batch.packets)
         if not self._hand_overs:
             asyncio.get_running_loop().call_soon(self._hand_over, False)
         self._hand_overs.append(sub)
+        return len(self._pass_batch.packets)
 
     def _hand_over(self, merged: bool) -> None:
         if merged:
             subs, self._merged_hand_overs = self._merged_hand_overs, []
+            batch, self._merged_batch = self._merged_batch, PacketBatch([])
         else:
             subs, self._hand_overs = self._hand_overs, []
+            batch, self._pass_batch = self._pass_batch, PacketBatch([])
         for sub in subs:
-            sub.hand_over()
+            sub.hand_over(batch)
 
     def _cache(self, packet: MediaPacket) -> None:
         if packet.kind is TagType.DATA:

@@ -76,4 +76,33 @@ class MediaPacket:
         return len(self.payload)
 
 
-__all__ = ["FlvError", "MediaPacket", "TagType"]
+@dataclass(slots=True)
+class PacketBatch:
+    """Packets that go to a player in one write (one loop pass's or merge window's).
+
+    Every player that got all of a pass's packets gets the same batch object, so the wire
+    form of the whole batch (FLV tags, RTMP chunks) is built once for all of them: one
+    buffer per player and write, not one per packet.
+    """
+
+    packets: list[MediaPacket]
+    _encoded: dict[Hashable, bytes] = field(default_factory=dict, repr=False, compare=False)
+
+    def encoded(self, key: Hashable, build: Callable[[], bytes]) -> bytes:
+        data = self._encoded.get(key)
+        if data is None:
+            data = self._encoded[key] = build()
+        return data
+
+    def flv_tags(self) -> bytes:
+        """The packets as FLV file tags, back to back (a lone packet's shared tag itself)."""
+        if len(self.packets) == 1:
+            return self.packets[0].flv_tag()
+        return self.encoded("flv", lambda: b"".join([p.flv_tag() for p in self.packets]))
+
+    @property
+    def size(self) -> int:
+        return sum(p.size for p in self.packets)
+
+
+__all__ = ["FlvError", "MediaPacket", "PacketBatch", "TagType"]

@@ -2,7 +2,9 @@
 
 Served by a bare ASGI handler in front of the FastAPI app rather than a StreamingResponse:
 each packet is a fan-out to every player, so each layer per write counts, and the handler
-notices a player leaving (``http.disconnect``) at once and stops queueing for it.
+notices a player leaving (``http.disconnect``) at once and stops queueing for it. Where the
+server offers it (:data:`CHUNKED_BODY`, roi-relay's own HTTP protocol does), a hand-over's
+tags go to the socket as one chunk without passing through ASGI ``send`` or being copied.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.auth import AccessRequest, Admit, admit_all
 from app.hub import Hub, StreamKey, Subscription
 from app.media.flv import FLV_FILE_HEADER
-from app.media.packet import MediaPacket
+from app.media.packet import PacketBatch
 
 FLV_PATH = re.compile(r"^/([^/]+)/([^/]+)\.flv$")
 _HEADERS = [
@@ -28,6 +30,17 @@ _HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"access-control-allow-origin", b"*"),
 ]
+
+CHUNKED_BODY = "roi_relay.chunked_body"
+"""ASGI scope extension: ``scope["extensions"][CHUNKED_BODY]["write"]`` is a
+:data:`WriteChunk` for this request's response."""
+
+WriteChunk = Callable[[Sequence[bytes]], bool]
+"""Writes the parts now as one chunk of the body, or says False when that cannot be (the
+response is not started or is over, the client is gone, or writing is paused): the caller then
+uses ``send``, which waits where it must. ``send`` costs a message dict, a coroutine and, with
+chunked encoding, a copy of the body joined to its chunk header, per player and per write; this
+hands the parts to the transport as they are."""
 
 
 class BodyWriter:
@@ -41,19 +54,22 @@ class BodyWriter:
     player still skips to keyframes.
     """
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, write_chunk: WriteChunk | None = None) -> None:
         self._send = send
+        self._write_chunk = write_chunk
         self._loop = asyncio.get_running_loop()
         self._unfinished: Generator[Any, None, None] | None = None
         self._finished = asyncio.Event()
         self._task_writing = False
         self.error: BaseException | None = None
 
-    def offer(self, packets: list[MediaPacket]) -> bool:
-        """``Subscription.direct``: the packets' tags in one write, now if it can be."""
+    def offer(self, batch: PacketBatch) -> bool:
+        """``Subscription.direct``: the batch's tags in one write, now if it can be."""
         if self._unfinished is not None or self._task_writing or self.error is not None:
             return False
-        self._start(flv_tags(packets), True)
+        tags = batch.flv_tags()
+        if not self._chunk([tags]):
+            self._start(tags, True)
         return True
 
     async def write(self, data: bytes, more: bool = True) -> None:
@@ -65,13 +81,16 @@ class BodyWriter:
         self._task_writing = True
         try:
             await self._wait()
-            if self.error is None:
+            if self.error is None and not (more and self._chunk([data])):
                 self._start(data, more)
                 await self._wait()
         finally:
             self._task_writing = False
         if self.error is not None:
             raise self.error
+
+    def _chunk(self, parts: Sequence[bytes]) -> bool:
+        return self._write_chunk is not None and self._write_chunk(parts)
 
     async def _wait(self) -> None:
         while self._unfinished is not None:
@@ -106,14 +125,14 @@ class BodyWriter:
             self._finished.set()
 
 
-async def write_flv(sub: Subscription, send: Send) -> None:
+async def write_flv(sub: Subscription, send: Send, write_chunk: WriteChunk | None = None) -> None:
     """The FLV header, then every packet as a tag, until the stream ends or the player goes.
 
     Packets go out from the hub's fan-out while the connection takes them (``BodyWriter``);
     what queued meanwhile goes out in one write: a player that has fallen behind costs one
     write per wake-up instead of one per packet.
     """
-    writer = BodyWriter(send)
+    writer = BodyWriter(send, write_chunk)
     await writer.write(FLV_FILE_HEADER)
     sub.direct = writer.offer
     try:
@@ -121,16 +140,10 @@ async def write_flv(sub: Subscription, send: Send) -> None:
             packets = [packet]
             while (more := sub.get_nowait()) is not None:
                 packets.append(more)
-            await writer.write(flv_tags(packets))
+            await writer.write(PacketBatch(packets).flv_tags())
     finally:
         sub.direct = None
     await writer.write(b"", more=False)
-
-
-def flv_tags(packets: list[MediaPacket]) -> bytes:
-    if len(packets) == 1:
-        return packets[0].flv_tag()  # the shared tag itself: no copy
-    return b"".join([p.flv_tag() for p in packets])
 
 
 class HttpFlvPlayback:
@@ -167,7 +180,7 @@ class HttpFlvPlayback:
         sub = stream.output.subscribe("http-flv")
         watcher = asyncio.create_task(_close_on_disconnect(receive, sub))
         try:
-            await write_flv(sub, send)
+            await write_flv(sub, send, _chunk_writer(scope))
         except OSError:
             pass  # the player's connection broke mid-write
         finally:
@@ -175,6 +188,11 @@ class HttpFlvPlayback:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+
+def _chunk_writer(scope: Scope) -> WriteChunk | None:
+    extension = scope.get("extensions", {}).get(CHUNKED_BODY)
+    return extension.get("write") if isinstance(extension, dict) else None
 
 
 def _access_request(scope: Scope, app: str, name: str) -> AccessRequest:

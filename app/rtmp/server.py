@@ -32,7 +32,7 @@ from app.auth import (
 from app.config import Settings
 from app.hub import Hub, Publisher, Stream, StreamBusyError, StreamKey, Subscription
 from app.media.flv import FlvError, TagType
-from app.media.packet import MediaPacket
+from app.media.packet import MediaPacket, PacketBatch
 from app.rtmp import events as rtmp
 from app.rtmp.chunk import PendingBudget
 from app.rtmp.session import RtmpServerSession
@@ -553,25 +553,28 @@ class RtmpConnection(asyncio.Protocol):
         )
         return packet.encoded(("rtmp", *session.media_chunks_key(stream_id)), build)
 
-    def _send_now(self, stream_id: int, packets: list[MediaPacket]) -> bool:
+    def _send_now(self, stream_id: int, batch: PacketBatch) -> bool:
         """The hub's direct path: write at once while the socket has room.
 
-        The shared chunks go to the transport as they are, after whatever the session has
-        queued, in one ``writelines``: no copy into the session's buffer and out again, per
-        player and packet.
+        The batch's chunks, built once for every player with the same chunking, go to the
+        transport as they are, after whatever the session has queued, in one ``writelines``:
+        no copy into the session's buffer and out again, per player and packet.
         """
         if self._closing or not self._writable.is_set():
             return False
-        chunks: list[bytes] = []
-        for packet in packets:
-            if packet.kind is TagType.DATA:  # through the session: its AMF is per session
-                self._write_all(chunks)
-                chunks = []
+        if any(packet.kind is TagType.DATA for packet in batch.packets):
+            # In order, through the session: a data message's AMF is per session.
+            for packet in batch.packets:
                 self._send_packet(stream_id, packet)
-            else:
-                chunks.append(self._media_chunks(stream_id, packet))
-        self._write_all(chunks)
+            self._flush()
+            return True
+        key = ("rtmp", *self.session.media_chunks_key(stream_id))
+        self._write_all([batch.encoded(key, partial(self._batch_chunks, stream_id, batch))])
         return True
+
+    def _batch_chunks(self, stream_id: int, batch: PacketBatch) -> bytes:
+        chunks = [self._media_chunks(stream_id, packet) for packet in batch.packets]
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _player_done(self, stream_id: int, task: asyncio.Task[Any]) -> None:
         if self._players.get(stream_id) is task:

@@ -5,7 +5,6 @@ reading is skipped to keyframes without holding up the others."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,8 +14,9 @@ import httpx
 import pytest
 
 from app.media.flv import FlvFileReader, FlvFileTag, TagType, VideoPacketType, parse_video_tag
-from app.media.packet import MediaPacket
+from app.media.packet import MediaPacket, PacketBatch
 from app.outputs.flv import BodyWriter
+from tests.support.http_client import open_get, response_events
 from tests.support.rtmp_client import fake_video, publish_fast
 
 
@@ -55,16 +55,16 @@ def timestamps(chunks: list[bytes]) -> list[int]:
 async def test_a_waiting_write_holds_back_direct_writes_until_it_is_done() -> None:
     send = PausingSend()
     writer = BodyWriter(send)
-    assert writer.offer([packet(0)])  # written at once
+    assert writer.offer(PacketBatch([packet(0)]))  # written at once
     send.pause()
-    assert writer.offer([packet(40)])  # taken, waiting for the drain
-    assert not writer.offer([packet(80)])  # the subscription must queue this one
+    assert writer.offer(PacketBatch([packet(40)]))  # taken, waiting for the drain
+    assert not writer.offer(PacketBatch([packet(80)]))  # the subscription must queue this one
     task_write = asyncio.create_task(writer.write(packet(80).flv_tag()))
     await asyncio.sleep(0)
-    assert not writer.offer([packet(120)])  # the task holds 80: nothing may overtake it
+    assert not writer.offer(PacketBatch([packet(120)]))  # the task holds 80: none may overtake
     send.resume()
     await task_write
-    assert writer.offer([packet(160), packet(200)])
+    assert writer.offer(PacketBatch([packet(160), packet(200)]))
     assert timestamps(send.written) == [0, 40, 80, 160, 200]
     assert len(send.written) == 4, "the packets of one hand-over go out in one body write"
 
@@ -74,8 +74,8 @@ async def test_a_broken_connection_ends_the_writer_with_its_error() -> None:
         raise OSError("connection reset")
 
     writer = BodyWriter(broken)
-    assert writer.offer([packet(0)])  # taken; the error is kept for the player task
-    assert not writer.offer([packet(40)])
+    assert writer.offer(PacketBatch([packet(0)]))  # taken; the error is kept for the player task
+    assert not writer.offer(PacketBatch([packet(40)]))
     with pytest.raises(OSError, match="reset"):
         await writer.write(b"")
 
@@ -83,28 +83,17 @@ async def test_a_broken_connection_ends_the_writer_with_its_error() -> None:
 def read_flv(port: int, name: str, stall: threading.Event | None) -> list[FlvFileTag]:
     """An HTTP-FLV player; with ``stall`` it reads nothing until that is set (with a small
     receive buffer, so the server's writes back up at once), then everything to the end."""
-    sock = socket.socket()
-    if stall is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(30)
-    sock.connect(("127.0.0.1", port))
-    http = h11.Connection(h11.CLIENT)
-    request = h11.Request(method="GET", target=f"/live/{name}.flv", headers=[("Host", "x")])
-    sock.sendall(http.send(request) + http.send(h11.EndOfMessage()))
+    sock, http = open_get(port, f"/live/{name}.flv", small_buffer=stall is not None)
     if stall is not None:
         assert stall.wait(60)
     reader, tags = FlvFileReader(), []
     with sock:
-        while True:
-            event = http.next_event()
-            if event is h11.NEED_DATA:
-                http.receive_data(sock.recv(65536))
-            elif isinstance(event, h11.Response):
+        for event in response_events(sock, http):
+            if isinstance(event, h11.Response):
                 assert event.status_code == 200
-            elif isinstance(event, h11.Data):
+            else:
                 tags += reader.feed(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                return tags
+    return tags
 
 
 def video_frames(tags: list[FlvFileTag]) -> list[tuple[int, bool]]:
