@@ -100,9 +100,5 @@ class PacketBatch:
             return self.packets[0].flv_tag()
         return self.encoded("flv", lambda: b"".join([p.flv_tag() for p in self.packets]))
 
-    @property
-    def size(self) -> int:
-        return sum(p.size for p in self.packets)
-
 
 __all__ = ["FlvError", "MediaPacket", "PacketBatch", "TagType"]
